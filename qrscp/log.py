@@ -1,0 +1,74 @@
+"""Logging the way DCMTK's OFLog does it.
+
+Logger names follow DCMTK's (``dcmtk.apps.dcmqrscp``, ``dcmtk.dcmqrdb``, ``dcmtk.dcmnet``, ...), so a
+log4cplus properties file written for DCMTK (``-lc``) selects the same lines. The console layout is
+DCMTK's ``%P: %m%n``: the first letter of the level, a colon, a space and the message, with every line
+of a multi-line message prefixed. Levels are log4cplus's: TRACE, DEBUG, INFO, WARN, ERROR, FATAL.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+#: Logger of the dcmqrscp application itself (start-up, configuration, fatal errors).
+APP = "dcmtk.apps.dcmqrscp"
+#: Logger of the dcmqridx application.
+APP_DCMQRIDX = "dcmtk.apps.dcmqridx"
+#: Logger of the archive (association handling, services, index): DCMTK's dcmqrdb module.
+DB = "dcmtk.dcmqrdb"
+#: Logger of the network layer: DCMTK's dcmnet module.
+NET = "dcmtk.dcmnet"
+#: Logger of data set handling: DCMTK's dcmdata module.
+DATA = "dcmtk.dcmdata"
+
+TRACE = 5
+LEVELS = {
+    "fatal": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE,
+}
+
+logging.addLevelName(TRACE, "TRACE")
+logging.addLevelName(logging.WARNING, "WARN")
+logging.addLevelName(logging.CRITICAL, "FATAL")
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return the logger ``name`` (one of the module constants above, or a child of one)."""
+    return logging.getLogger(name)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """DCMTK's console layout ``%P: %m%n``, each line of the message prefixed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = record.levelname[0] + ": "
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return "\n".join(prefix + line for line in message.split("\n"))
+
+
+def configure(level: str = "warn", config_file: str | None = None, appname: str = "dcmqrscp") -> None:
+    """Configure the ``dcmtk`` logger tree as DCMTK's ``-q/-v/-d/-ll/-lc`` options do.
+
+    Without ``config_file`` every line at ``level`` or above goes to stderr in the console layout.
+    With it, the log4cplus properties file decides (see :mod:`qrscp.logconfig`).
+    """
+    root = logging.getLogger("dcmtk")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.propagate = False
+    if config_file is not None:
+        from qrscp import logconfig
+
+        logconfig.apply(config_file, appname=appname)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ConsoleFormatter())
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
