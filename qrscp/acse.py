@@ -1,0 +1,116 @@
+"""Association establishment (ACSE, PS3.8 §7.1): the acceptor's A-ASSOCIATE exchange and the requestor's.
+
+What to accept is decided by :mod:`qrscp.policy`; this module only speaks the protocol.
+"""
+from __future__ import annotations
+
+import socket
+
+from qrscp import pdu, transport, uids
+from qrscp.association import AcceptedContext, Association
+from qrscp.pdu import AssociateAC, AssociateRQ, PresentationContextAC, PresentationContextRQ
+from qrscp.transport import Transport
+
+
+class AssociationRejected(Exception):
+    """The peer rejected our A-ASSOCIATE-RQ."""
+
+    def __init__(self, result: int, source: int, reason: int) -> None:
+        super().__init__(f"Association Rejected: result {result}, source {source}, reason {reason}")
+        self.result, self.source, self.reason = result, source, reason
+
+
+class AssociationFailed(Exception):
+    """The peer answered our A-ASSOCIATE-RQ with something other than an accept or reject."""
+
+
+def read_associate_rq(conn: Transport, timeout: float | None) -> AssociateRQ:
+    """Read the A-ASSOCIATE-RQ that opens an incoming association.
+
+    Raises :class:`pdu.PDUError` (anything but a well-formed A-ASSOCIATE-RQ),
+    :class:`transport.TransportClosed` or :class:`TimeoutError`.
+    """
+    pdu_type, body = conn.read_pdu(0, timeout)
+    if pdu_type != pdu.A_ASSOCIATE_RQ:
+        raise pdu.PDUError(f"expected an A-ASSOCIATE-RQ, got {pdu.PDU_NAMES[pdu_type]}")
+    return pdu.decode_associate_rq(body)
+
+
+def send_reject(conn: Transport, result: int, source: int, reason: int) -> None:
+    """Send an A-ASSOCIATE-RJ and close the connection."""
+    try:
+        conn.send(pdu.encode_associate_rj(result, source, reason))
+    except OSError:
+        pass
+    conn.close()
+
+
+def send_accept(conn: Transport, rq: AssociateRQ, results: list[PresentationContextAC],
+                roles: dict[str, tuple[bool, bool]], max_receive_pdu: int, peer_host: str) -> Association:
+    """Send the A-ASSOCIATE-AC for ``rq`` and return the established association."""
+    ac = AssociateAC(
+        called_ae_title=rq.called_ae_title, calling_ae_title=rq.calling_ae_title, contexts=results,
+        application_context=uids.APPLICATION_CONTEXT, max_pdu_length=max_receive_pdu,
+        implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME, roles=roles)
+    conn.send(pdu.encode_associate_ac(ac))
+    proposed = {context.context_id: context.abstract_syntax for context in rq.contexts}
+    accepted = {}
+    for result in results:
+        if result.result != pdu.ACCEPTANCE:
+            continue
+        abstract_syntax = proposed[result.context_id]
+        scu, scp = roles.get(abstract_syntax, (True, False))
+        accepted[result.context_id] = AcceptedContext(result.context_id, abstract_syntax,
+                                                      result.transfer_syntax, scu, scp)
+    return Association(conn, called_ae_title=rq.called_ae_title, calling_ae_title=rq.calling_ae_title,
+                       peer_host=peer_host, contexts=accepted, max_receive_pdu=max_receive_pdu,
+                       max_send_pdu=rq.max_pdu_length)
+
+
+def request_association(host: str, port: int, *, calling_ae_title: str, called_ae_title: str,
+                        contexts: list[PresentationContextRQ], max_receive_pdu: int,
+                        connect_timeout: float | None, acse_timeout: float | None) -> Association:
+    """Open an association to ``host:port`` as requestor (C-MOVE sub-associations).
+
+    Raises :class:`OSError` when the connection fails, :class:`AssociationRejected` or
+    :class:`AssociationFailed` when the peer does not accept.
+    """
+    sock = transport.connect(host, port, connect_timeout)
+    conn = Transport(sock)
+    rq = AssociateRQ(called_ae_title=called_ae_title, calling_ae_title=calling_ae_title, contexts=contexts,
+                     application_context=uids.APPLICATION_CONTEXT, max_pdu_length=max_receive_pdu,
+                     implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
+                     implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME)
+    try:
+        conn.send(pdu.encode_associate_rq(rq))
+        pdu_type, body = conn.read_pdu(0, acse_timeout)
+        if pdu_type == pdu.A_ASSOCIATE_RJ:
+            raise AssociationRejected(*pdu.decode_associate_rj(body))
+        if pdu_type != pdu.A_ASSOCIATE_AC:
+            raise AssociationFailed(f"peer answered with {pdu.PDU_NAMES[pdu_type]}")
+        ac = pdu.decode_associate_ac(body)
+    except (OSError, pdu.PDUError, transport.TransportClosed, AssociationRejected, AssociationFailed) as error:
+        conn.close()
+        if isinstance(error, (pdu.PDUError, transport.TransportClosed)):
+            raise AssociationFailed(str(error)) from error
+        raise
+    proposed = {context.context_id: context.abstract_syntax for context in contexts}
+    accepted = {
+        result.context_id: AcceptedContext(result.context_id, proposed[result.context_id], result.transfer_syntax)
+        for result in ac.contexts
+        if result.result == pdu.ACCEPTANCE and result.context_id in proposed
+    }
+    return Association(conn, called_ae_title=called_ae_title, calling_ae_title=calling_ae_title,
+                       peer_host=host, contexts=accepted, max_receive_pdu=max_receive_pdu,
+                       max_send_pdu=ac.max_pdu_length)
+
+
+def peer_name(address: str, lookup: bool) -> str:
+    """The peer's presentation address as the reference compares it: reverse DNS name, or the IP (``-dhl``)."""
+    if not lookup:
+        return address
+    try:
+        return socket.gethostbyaddr(address)[0]
+    except OSError:
+        return address

@@ -1,0 +1,228 @@
+"""An established association: DIMSE messages over P-DATA, release and abort (PS3.8 §7, PS3.7 §8).
+
+One :class:`Association` serves both roles: the acceptor side of an incoming association and the
+requestor side of a C-MOVE sub-association. Everything is synchronous: the caller decides when to read,
+and :meth:`Association.command_waiting` lets a service look for a C-CANCEL between responses.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from qrscp import dimse, pdu
+from qrscp.dimse import Command
+from qrscp.transport import Transport
+
+#: The longest command set we accept: real ones are a few hundred bytes.
+MAX_COMMAND_LENGTH = 1 << 16
+#: PDU and PDV headers that a P-DATA-TF of one PDV adds to its data (DCMTK reserves the same 12 bytes).
+PDV_OVERHEAD = 12
+#: Fragment size used when the peer announces no maximum PDU length (0 = unlimited).
+UNLIMITED_PDV = 1 << 20
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    """A presentation context accepted on this association.
+
+    ``scu_role``/``scp_role`` are the requestor's roles: an acceptor may send C-STORE requests (C-GET
+    sub-operations) only on a storage context where the requestor is SCP.
+    """
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    scu_role: bool = True
+    scp_role: bool = False
+
+
+class PeerAborted(Exception):
+    """The peer sent an A-ABORT."""
+
+
+class ReleaseRequested(Exception):
+    """The peer sent an A-RELEASE-RQ (the acceptor answers it with :meth:`Association.acknowledge_release`)."""
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol: the association must be aborted."""
+
+
+class Association:
+    """DIMSE message exchange on an established association."""
+
+    def __init__(self, transport: Transport, *, called_ae_title: str, calling_ae_title: str, peer_host: str,
+                 contexts: dict[int, AcceptedContext], max_receive_pdu: int, max_send_pdu: int) -> None:
+        self.transport = transport
+        self.called_ae_title = called_ae_title
+        self.calling_ae_title = calling_ae_title
+        self.peer_host = peer_host
+        self.contexts = contexts
+        self.max_receive_pdu = max_receive_pdu
+        self.max_send_pdv = (max_send_pdu - PDV_OVERHEAD) if max_send_pdu else UNLIMITED_PDV
+        self._pdvs: deque[tuple[int, int, memoryview]] = deque()
+        self._message_id = 0
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def _next_pdv(self, timeout: float | None) -> tuple[int, int, memoryview]:
+        while not self._pdvs:
+            pdu_type, body = self.transport.read_pdu(self.max_receive_pdu, timeout)
+            if pdu_type == pdu.P_DATA_TF:
+                try:
+                    for context_id, control, data in pdu.decode_p_data(memoryview(body)):
+                        if context_id not in self.contexts:
+                            raise ProtocolError(f"P-DATA on presentation context {context_id}, which was not accepted")
+                        self._pdvs.append((context_id, control, data))
+                except pdu.PDUError as error:
+                    raise ProtocolError(str(error)) from error
+            elif pdu_type == pdu.A_RELEASE_RQ:
+                raise ReleaseRequested()
+            elif pdu_type == pdu.A_ABORT:
+                raise PeerAborted()
+            else:
+                raise ProtocolError(f"unexpected {pdu.PDU_NAMES[pdu_type]} PDU")
+        return self._pdvs.popleft()
+
+    def receive_command(self, timeout: float | None = None,
+                        fragment_timeout: float | None = None) -> tuple[int, Command]:
+        """Wait for the next command; (presentation context id, command set).
+
+        ``timeout`` bounds the wait for its first fragment, ``fragment_timeout`` each later one.
+        """
+        parts: list[memoryview] = []
+        length = 0
+        context_id = None
+        wait = timeout
+        while True:
+            pdv_context, control, data = self._next_pdv(wait)
+            wait = fragment_timeout
+            if not control & 0x01:
+                raise ProtocolError("data set fragment where a command was expected")
+            if context_id is None:
+                context_id = pdv_context
+            elif pdv_context != context_id:
+                raise ProtocolError("command fragments on different presentation contexts")
+            length += len(data)
+            if length > MAX_COMMAND_LENGTH:
+                raise ProtocolError("command set too long")
+            parts.append(data)
+            if control & 0x02:
+                break
+        try:
+            return context_id, dimse.decode_command(b"".join(parts))
+        except dimse.DIMSEError as error:
+            raise ProtocolError(str(error)) from error
+
+    def receive_dataset(self, context_id: int, write: Callable[[memoryview], object],
+                        timeout: float | None = None) -> int:
+        """Pass every fragment of the data set that follows a command to ``write``; the byte count."""
+        total = 0
+        while True:
+            pdv_context, control, data = self._next_pdv(timeout)
+            if control & 0x01:
+                raise ProtocolError("command fragment where a data set was expected")
+            if pdv_context != context_id:
+                raise ProtocolError("data set on another presentation context than its command")
+            write(data)
+            total += len(data)
+            if control & 0x02:
+                return total
+
+    def receive_dataset_bytes(self, context_id: int, timeout: float | None = None,
+                              limit: int = 1 << 26) -> bytes:
+        """The data set that follows a command, in memory (identifiers; bounded by ``limit``)."""
+        parts: list[bytes] = []
+        size = 0
+
+        def collect(data: memoryview) -> None:
+            nonlocal size
+            size += len(data)
+            if size > limit:
+                raise ProtocolError("identifier too long")
+            parts.append(bytes(data))
+
+        self.receive_dataset(context_id, collect, timeout)
+        return b"".join(parts)
+
+    def command_waiting(self) -> bool:
+        """True if the peer has sent something we have not read yet (e.g. a C-CANCEL-RQ)."""
+        return bool(self._pdvs) or self.transport.data_waiting()
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def next_message_id(self) -> int:
+        """Message ID for a request we send (1, 2, 3, ... per association)."""
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def send_message(self, context_id: int, command: Command,
+                     dataset: bytes | bytearray | memoryview | None = None) -> None:
+        """Send a command and its data set (if any) as P-DATA-TF PDUs, in as few writes as possible."""
+        command = dict(command)
+        command["CommandDataSetType"] = dimse.NO_DATASET if dataset is None else dimse.DATASET_PRESENT
+        buffers = self._fragments(context_id, dimse.encode_command(command), 0x01)
+        if dataset is not None:
+            buffers += self._fragments(context_id, dataset, 0x00)
+        self.transport.send(b"".join(buffers))
+
+    def _fragments(self, context_id: int, data: bytes | bytearray | memoryview, kind: int) -> list:
+        view = memoryview(data)
+        size = self.max_send_pdv
+        total = len(view)
+        buffers = []
+        offset = 0
+        while True:
+            chunk = view[offset:offset + size]
+            offset += len(chunk)
+            last = offset >= total
+            buffers.append(pdu.pdv_header(len(chunk), context_id, kind | (0x02 if last else 0)))
+            buffers.append(chunk)
+            if last:
+                return buffers
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def acknowledge_release(self) -> None:
+        """Answer the peer's A-RELEASE-RQ and close."""
+        try:
+            self.transport.send(pdu.RELEASE_RP)
+        finally:
+            self.transport.close()
+
+    def release(self, timeout: float | None) -> None:
+        """Release an association we requested: A-RELEASE-RQ, wait for the A-RELEASE-RP, close."""
+        try:
+            self.transport.send(pdu.RELEASE_RQ)
+            while True:
+                pdu_type, _body = self.transport.read_pdu(self.max_receive_pdu, timeout)
+                if pdu_type in (pdu.A_RELEASE_RP, pdu.A_ABORT):
+                    break
+                if pdu_type == pdu.A_RELEASE_RQ:  # release collision (PS3.8 §7.2.2)
+                    self.transport.send(pdu.RELEASE_RP)
+                    break
+        finally:
+            self.transport.close()
+
+    def abort(self, source: int = 2) -> None:
+        """Send an A-ABORT (ignoring a connection that is already gone) and close."""
+        try:
+            self.transport.send(pdu.encode_abort(source))
+        except OSError:
+            pass
+        finally:
+            self.transport.close()
+
+    def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None,
+                    requestor_scp: bool | None = None) -> AcceptedContext | None:
+        """The first accepted context for ``abstract_syntax`` (and transfer syntax / role if given)."""
+        for context in self.contexts.values():
+            if context.abstract_syntax != abstract_syntax:
+                continue
+            if transfer_syntax is not None and context.transfer_syntax != transfer_syntax:
+                continue
+            if requestor_scp is not None and context.scp_role != requestor_scp:
+                continue
+            return context
+        return None

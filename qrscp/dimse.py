@@ -1,0 +1,233 @@
+"""DIMSE command sets (PS3.7 §9.3, §E): a lean codec for group 0000, and DCMTK-style message dumps.
+
+Command sets are always implicit VR little endian and hold a small fixed set of elements, so they are
+encoded and decoded here directly, without a general DICOM parser: this sits on the per-message path.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pydicom.uid import UID
+
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+C_GET_RQ = 0x0010
+C_GET_RSP = 0x8010
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
+C_MOVE_RQ = 0x0021
+C_MOVE_RSP = 0x8021
+C_ECHO_RQ = 0x0030
+C_ECHO_RSP = 0x8030
+C_CANCEL_RQ = 0x0FFF
+
+MESSAGE_NAMES = {
+    C_STORE_RQ: "C-STORE RQ", C_STORE_RSP: "C-STORE RSP", C_GET_RQ: "C-GET RQ", C_GET_RSP: "C-GET RSP",
+    C_FIND_RQ: "C-FIND RQ", C_FIND_RSP: "C-FIND RSP", C_MOVE_RQ: "C-MOVE RQ", C_MOVE_RSP: "C-MOVE RSP",
+    C_ECHO_RQ: "C-ECHO RQ", C_ECHO_RSP: "C-ECHO RSP", C_CANCEL_RQ: "C-CANCEL RQ",
+}
+
+#: CommandDataSetType value meaning "no data set follows".
+NO_DATASET = 0x0101
+DATASET_PRESENT = 0x0000
+
+PRIORITY_MEDIUM = 0x0000
+
+# keyword -> (element number in group 0000, VR)
+_ELEMENTS: dict[str, tuple[int, str]] = {
+    "AffectedSOPClassUID": (0x0002, "UI"),
+    "RequestedSOPClassUID": (0x0003, "UI"),
+    "CommandField": (0x0100, "US"),
+    "MessageID": (0x0110, "US"),
+    "MessageIDBeingRespondedTo": (0x0120, "US"),
+    "MoveDestination": (0x0600, "AE"),
+    "Priority": (0x0700, "US"),
+    "CommandDataSetType": (0x0800, "US"),
+    "Status": (0x0900, "US"),
+    "OffendingElement": (0x0901, "AT"),
+    "ErrorComment": (0x0902, "LO"),
+    "ErrorID": (0x0903, "US"),
+    "AffectedSOPInstanceUID": (0x1000, "UI"),
+    "RequestedSOPInstanceUID": (0x1001, "UI"),
+    "NumberOfRemainingSuboperations": (0x1020, "US"),
+    "NumberOfCompletedSuboperations": (0x1021, "US"),
+    "NumberOfFailedSuboperations": (0x1022, "US"),
+    "NumberOfWarningSuboperations": (0x1023, "US"),
+    "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "MoveOriginatorMessageID": (0x1031, "US"),
+}
+_BY_ELEMENT = {element: (keyword, vr) for keyword, (element, vr) in _ELEMENTS.items()}
+_ORDER = {keyword: element for keyword, (element, _vr) in _ELEMENTS.items()}
+
+#: The longest value we accept in a command element: UIDs are at most 64 bytes, AE titles 16, and an
+#: ErrorComment 64; anything longer is a malformed command.
+_MAX_VALUE = {"UI": 64, "AE": 16, "LO": 64, "US": 2, "AT": 4}
+
+_ELEMENT_HEADER = struct.Struct("<HHL")
+
+
+class DIMSEError(Exception):
+    """A command set that does not follow PS3.7."""
+
+
+Command = dict[str, Any]
+
+
+def encode_command(command: Command) -> bytes:
+    """The command set ``command`` (keyword -> value) in implicit VR little endian, with its group length."""
+    body = bytearray()
+    for keyword in sorted(command, key=_ORDER.__getitem__):
+        element, vr = _ELEMENTS[keyword]
+        value = command[keyword]
+        if vr == "US":
+            raw = struct.pack("<H", value)
+        elif vr == "AT":
+            raw = struct.pack("<HH", value >> 16, value & 0xFFFF)
+        elif vr == "UI":
+            raw = value.encode("ascii")
+            if len(raw) % 2:
+                raw += b"\x00"
+        else:
+            raw = value.encode("ascii", "replace")
+            if len(raw) % 2:
+                raw += b" "
+        body += _ELEMENT_HEADER.pack(0x0000, element, len(raw)) + raw
+    return _ELEMENT_HEADER.pack(0x0000, 0x0000, 4) + struct.pack("<L", len(body)) + body
+
+
+def decode_command(data: bytes | bytearray) -> Command:
+    """Decode a command set; unknown group-0000 elements are skipped, anything else is an error."""
+    command: Command = {}
+    offset = 0
+    end = len(data)
+    while offset < end:
+        if offset + 8 > end:
+            raise DIMSEError("truncated command element")
+        group, element, length = _ELEMENT_HEADER.unpack_from(data, offset)
+        offset += 8
+        if group != 0x0000 or offset + length > end:
+            raise DIMSEError(f"malformed command element ({group:04x},{element:04x})")
+        raw = bytes(data[offset:offset + length])
+        offset += length
+        known = _BY_ELEMENT.get(element)
+        if known is None:
+            continue
+        keyword, vr = known
+        if length > _MAX_VALUE[vr]:
+            raise DIMSEError(f"{keyword} value of {length} bytes is too long")
+        if vr == "US":
+            if length != 2:
+                raise DIMSEError(f"{keyword} is not a 2-byte US")
+            command[keyword] = struct.unpack("<H", raw)[0]
+        elif vr == "AT":
+            if length != 4:
+                raise DIMSEError(f"{keyword} is not a 4-byte AT")
+            group_number, element_number = struct.unpack("<HH", raw)
+            command[keyword] = (group_number << 16) | element_number
+        elif vr == "UI":
+            command[keyword] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+        else:
+            command[keyword] = raw.decode("ascii", "replace").strip()
+    if "CommandField" not in command:
+        raise DIMSEError("command set without CommandField")
+    return command
+
+
+def has_dataset(command: Command) -> bool:
+    """True if the message carries a data set (CommandDataSetType other than 0x0101)."""
+    return command.get("CommandDataSetType", NO_DATASET) != NO_DATASET
+
+
+def uid_name(uid: str) -> str:
+    """DCMTK's short name of a UID in message dumps (``CTImageStorage``), else the UID itself."""
+    keyword = UID(uid).keyword
+    return keyword or uid
+
+
+_STATUS_TEXT = {
+    0x0000: "Success", 0xFF00: "Pending", 0xFF01: "Pending", 0xFE00: "Cancel",
+    0xB000: "Warning", 0xA700: "Refused: OutOfResources", 0xA701: "Refused: OutOfResourcesNumberOfMatches",
+    0xA702: "Refused: OutOfResourcesSubOperations", 0xA801: "Refused: MoveDestinationUnknown",
+    0xA900: "Error: DataSetDoesNotMatchSOPClass", 0xC000: "Failed: UnableToProcess",
+    0x0122: "Failed: SOPClassNotSupported", 0x0110: "Failure: ProcessingFailure",
+}
+
+
+def status_text(status: int) -> str:
+    """DCMTK's ``0xNNNN: Text`` rendering of a DIMSE status."""
+    text = _STATUS_TEXT.get(status)
+    if text is None:
+        if 0xA700 <= status <= 0xA7FF:
+            text = "Refused: OutOfResources"
+        elif 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF:
+            text = "Error: CannotUnderstand" if status >= 0xC000 else "Error: DataSetDoesNotMatchSOPClass"
+        elif 0xB000 <= status <= 0xBFFF:
+            text = "Warning"
+        else:
+            text = "Unknown Status Code"
+    return f"0x{status:04x}: {text}"
+
+
+def status_category(status: int) -> str:
+    """DCMTK's one-word category of a status, as in ``Find SCP Response 1 [status: Pending]``."""
+    if status == 0x0000:
+        return "Success"
+    if status in (0xFF00, 0xFF01):
+        return "Pending"
+    if status == 0xFE00:
+        return "Cancel"
+    if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return "Warning"
+    return "Failed"
+
+
+def dump(command: Command, incoming: bool, dataset_present: bool | None = None) -> str:
+    """A DCMTK-style multi-line dump of a message (logged at INFO/DEBUG)."""
+    lines = [
+        "===================== {} DIMSE MESSAGE ====================".format("INCOMING" if incoming else "OUTGOING"),
+        "Message Type                  : " + MESSAGE_NAMES.get(command["CommandField"], "Unknown"),
+    ]
+    if "MessageID" in command:
+        lines.append(f"Message ID                    : {command['MessageID']}")
+    if "MessageIDBeingRespondedTo" in command:
+        lines.append(f"Message ID Being Responded To : {command['MessageIDBeingRespondedTo']}")
+    if "AffectedSOPClassUID" in command:
+        lines.append("Affected SOP Class UID        : " + uid_name(command["AffectedSOPClassUID"]))
+    if "AffectedSOPInstanceUID" in command:
+        lines.append("Affected SOP Instance UID     : " + command["AffectedSOPInstanceUID"])
+    if "MoveDestination" in command:
+        lines.append("Move Destination              : " + command["MoveDestination"])
+    if "MoveOriginatorApplicationEntityTitle" in command:
+        lines.append("Move Originator AE Title      : " + command["MoveOriginatorApplicationEntityTitle"])
+    if "MoveOriginatorMessageID" in command:
+        lines.append(f"Move Originator ID            : {command['MoveOriginatorMessageID']}")
+    for keyword, label in (("NumberOfRemainingSuboperations", "Remaining Suboperations       : "),
+                           ("NumberOfCompletedSuboperations", "Completed Suboperations       : "),
+                           ("NumberOfFailedSuboperations", "Failed Suboperations          : "),
+                           ("NumberOfWarningSuboperations", "Warning Suboperations         : ")):
+        if keyword in command:
+            lines.append(f"{label}{command[keyword]}")
+    present = has_dataset(command) if dataset_present is None else dataset_present
+    lines.append("Data Set                      : " + ("present" if present else "none"))
+    if "Priority" in command:
+        lines.append("Priority                      : " + {0: "medium", 1: "high", 2: "low"}.get(command["Priority"], "unknown"))
+    if "Status" in command:
+        lines.append("DIMSE Status                  : " + status_text(command["Status"]))
+    lines.append("======================= END DIMSE MESSAGE =======================")
+    return "\n".join(lines)
+
+
+def response(request: Command, status: int, **fields: Any) -> Command:
+    """The response command to ``request`` with ``status`` and any further ``fields``."""
+    command: Command = {
+        "CommandField": request["CommandField"] | 0x8000,
+        "MessageIDBeingRespondedTo": request.get("MessageID", 0),
+        "Status": status,
+    }
+    if "AffectedSOPClassUID" in request:
+        command["AffectedSOPClassUID"] = request["AffectedSOPClassUID"]
+    if "AffectedSOPInstanceUID" in request and request["CommandField"] == C_STORE_RQ:
+        command["AffectedSOPInstanceUID"] = request["AffectedSOPInstanceUID"]
+    command.update(fields)
+    return command

@@ -1,0 +1,90 @@
+"""The ``dcmqrscp`` program: command line, logging, configuration, network, privileges, then serve.
+
+Exit codes are the reference's (ref §8.4): 0 after a shutdown request, 1 for command-line errors,
+10 for configuration, network and privilege errors.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import sys
+
+from qrscp import config as config_module
+from qrscp import log
+from qrscp.options import Options, parse_args
+from qrscp.supervisor import Supervisor, make_server
+
+EXIT_CONFIG = 10
+LOG = log.get_logger(log.APP)
+
+
+class StartupError(Exception):
+    """A fatal start-up problem: logged as ``F: <message>``, exit code 10."""
+
+
+def listen(port: int) -> socket.socket:
+    """The listening socket on all interfaces, as the reference's."""
+    if port < 1024 and os.geteuid() != 0:
+        raise StartupError(f"cannot listen on port {port}, insufficient privileges")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("", port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise StartupError(f"cannot initialize network: 0006:031c TCP Initialization Error: {error.strerror}") from error
+    return sock
+
+
+def drop_privileges(user_name: str, group_name: str) -> None:
+    """setgid/setuid to the configured GroupName/UserName when running as root (ref §8.1)."""
+    if os.geteuid() != 0:
+        return
+    if group_name:
+        try:
+            gid = grp.getgrnam(group_name).gr_gid
+        except KeyError:
+            raise StartupError(f"bad group name {group_name}") from None
+        try:
+            os.setgroups([gid])
+            os.setgid(gid)
+        except OSError as error:
+            raise StartupError(f"setgid: Unable to set group id to group {gid}: {error.strerror}") from error
+    if user_name:
+        try:
+            uid = pwd.getpwnam(user_name).pw_uid
+        except KeyError:
+            raise StartupError(f"bad user name {user_name}") from None
+        try:
+            os.setuid(uid)
+        except OSError as error:
+            raise StartupError(f"setuid: Unable to set user id to user {uid}: {error.strerror}") from error
+
+
+def start(options: Options) -> int:
+    """Everything after the command line; the exit code."""
+    try:
+        config = config_module.load(options.config_file)
+    except config_module.ConfigFileError as error:
+        LOG.critical("%s", error)
+        return EXIT_CONFIG
+    if not 4096 <= config.max_pdu <= 131072:
+        LOG.critical("invalid MaxPDUSize in config file")
+        return EXIT_CONFIG
+    try:
+        listener = listen(options.port or config.port)
+        drop_privileges(config.user_name, config.group_name)
+    except StartupError as error:
+        LOG.critical("%s", error)
+        return EXIT_CONFIG
+    return Supervisor(make_server(options, config), listener).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dcmqrscp`` console script and of ``python -m qrscp``."""
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    log.configure(options.log_level, options.log_config)
+    return start(options)

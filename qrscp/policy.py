@@ -1,0 +1,158 @@
+"""Association policy (ref §6.1-6.2, decisions.md #8-#10): who may associate, and which contexts we accept.
+
+:meth:`AssociationPolicy.screen` applies the checks that precede negotiation, in the reference's order;
+:meth:`AssociationPolicy.negotiate` answers every proposed presentation context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qrscp import log, pdu, uids
+from qrscp.config import AEEntry, Config
+from qrscp.options import Options
+from qrscp.pdu import AssociateRQ, PresentationContextAC
+
+LOG = log.get_logger(log.DB)
+
+# A-ASSOCIATE-RJ parameters (PS3.8 Table 9-21)
+REJECTED_PERMANENT = 1
+REJECTED_TRANSIENT = 2
+SOURCE_SERVICE_USER = 1
+SOURCE_ACSE = 2
+SOURCE_PRESENTATION = 3
+REASON_NO_REASON = 1
+REASON_APPLICATION_CONTEXT = 2
+REASON_CALLING_AE = 3
+REASON_CALLED_AE = 7
+REASON_PROTOCOL_VERSION = 2
+REASON_LOCAL_LIMIT = 2
+
+
+@dataclass
+class Rejection:
+    """Send an A-ASSOCIATE-RJ with these parameters (``log_reason`` names it in the log)."""
+
+    result: int
+    source: int
+    reason: int
+    log_reason: str
+
+
+#: Close the connection without any PDU (what the reference does for some malformed requests).
+CLOSE = "close"
+
+
+@dataclass
+class Negotiation:
+    """The answer to every proposed context, and what follows from it."""
+
+    results: list[PresentationContextAC]
+    roles: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    shutdown: bool = False
+    has_storage: bool = False
+
+    @property
+    def accepted(self) -> list[PresentationContextAC]:
+        return [result for result in self.results if result.result == pdu.ACCEPTANCE]
+
+
+TOO_MANY_ASSOCIATIONS = Rejection(REJECTED_TRANSIENT, SOURCE_PRESENTATION, REASON_LOCAL_LIMIT, "TooManyAssociations")
+
+
+class AssociationPolicy:
+    """The association rules of one server run (options and configuration)."""
+
+    def __init__(self, options: Options, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.preferred = list(options.incoming_ts)
+        services = {uids.VERIFICATION}
+        for disabled, models in ((options.no_patient_root, uids.PATIENT_ROOT_MODELS),
+                                 (options.no_study_root, uids.STUDY_ROOT_MODELS),
+                                 (options.no_patient_study, uids.PATIENT_STUDY_ONLY_MODELS)):
+            if not disabled:
+                services.update(models)
+        if options.disable_get:
+            services.difference_update(uids.GET_MODELS)
+        if options.allow_shutdown:
+            services.add(uids.PRIVATE_SHUTDOWN)
+        self.services = frozenset(services)
+
+    def screen(self, rq: AssociateRQ, peer_host: str) -> Rejection | str | None:
+        """The checks before negotiation (ref §6.1 steps 3-6); None when the association may proceed."""
+        if not rq.calling_ae_title or not rq.contexts or any(not c.transfer_syntaxes for c in rq.contexts):
+            return CLOSE
+        if not rq.protocol_version & 0x0001:
+            return Rejection(REJECTED_PERMANENT, SOURCE_ACSE, REASON_PROTOCOL_VERSION, "NoReason")
+        if self.options.refuse:
+            LOG.info("Refusing Association (forced via command line)")
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NO_REASON, "NoReason")
+        if rq.application_context != uids.APPLICATION_CONTEXT:
+            LOG.info("Bad AppContextName: %s", rq.application_context)
+            return Rejection(REJECTED_TRANSIENT, SOURCE_SERVICE_USER, REASON_APPLICATION_CONTEXT, "BadAppContext")
+        if self.options.reject and not rq.implementation_class_uid:
+            LOG.info("No implementation Class UID provided")
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NO_REASON, "NoReason")
+        entry = self.config.ae_entry(rq.called_ae_title)
+        if entry is None:
+            LOG.debug("Called AE title %s is not in the AETable (see configuration file)", rq.called_ae_title)
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE, "BadAEService")
+        if not self.config.peer_in_ae_title(rq.called_ae_title, rq.calling_ae_title, peer_host):
+            LOG.info("Peer %s:%s is not permitted to access %s (see configuration file)",
+                     peer_host, rq.calling_ae_title, rq.called_ae_title)
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE, "BadAEPeer")
+        return None
+
+    def negotiate(self, rq: AssociateRQ, entry: AEEntry, parallel_store_busy: bool) -> Negotiation:
+        """Answer each proposed context (ref §6.2, with decisions #9 and #10).
+
+        ``parallel_store_busy``: another live association to the same AE holds storage contexts
+        (``--no-parallel-store``).
+        """
+        results: list[PresentationContextAC] = []
+        roles: dict[str, tuple[bool, bool]] = {}
+        storage_ids: set[int] = set()
+        for context in rq.contexts:
+            syntax = context.abstract_syntax
+            transfer_syntax = next((ts for ts in self.preferred if ts in context.transfer_syntaxes), None)
+            if syntax in self.services:
+                result = pdu.ACCEPTANCE if transfer_syntax else pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED
+            elif syntax in uids.STORAGE_SOP_CLASSES:
+                result = pdu.ACCEPTANCE if transfer_syntax else pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED
+                if result == pdu.ACCEPTANCE:
+                    storage_ids.add(context.context_id)
+                    if syntax in rq.roles and not self.options.disable_get:
+                        roles[syntax] = rq.roles[syntax]
+            else:
+                result = pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED
+            results.append(PresentationContextAC(context.context_id, result, transfer_syntax or ""))
+        negotiation = Negotiation(results, roles)
+        by_id = {context.context_id: context.abstract_syntax for context in rq.contexts}
+
+        def refuse(result: PresentationContextAC) -> None:
+            result.result = pdu.USER_REJECTION
+
+        accepted_syntaxes = {by_id[r.context_id] for r in negotiation.accepted}
+        if uids.PRIVATE_SHUTDOWN in accepted_syntaxes:
+            negotiation.shutdown = True
+            return negotiation
+        for result in negotiation.accepted:
+            syntax = by_id[result.context_id]
+            if result.context_id in storage_ids:
+                requestor_scu, requestor_scp = roles.get(syntax, (True, False))
+                get_receive_only = requestor_scp and not requestor_scu
+                if not entry.writable and not get_receive_only:
+                    refuse(result)
+                elif parallel_store_busy and entry.writable and self.options.no_parallel_store:
+                    refuse(result)
+            elif syntax in uids.FIND_FOR_RETRIEVE and uids.FIND_FOR_RETRIEVE[syntax] not in accepted_syntaxes:
+                is_move = syntax in uids.MOVE_MODELS
+                if self.options.require_find:
+                    refuse(result)
+                elif is_move:
+                    LOG.error("Move Presentation Context but no Find (accepting for now)")
+        for syntax in list(roles):
+            if not any(by_id[r.context_id] == syntax for r in negotiation.accepted):
+                del roles[syntax]
+        negotiation.has_storage = any(r.context_id in storage_ids for r in negotiation.accepted)
+        return negotiation

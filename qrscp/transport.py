@@ -1,0 +1,109 @@
+"""TCP transport: socket options, bounded PDU reads and whole-buffer writes.
+
+Every socket gets ``TCP_NODELAY`` (decisions.md #14): DICOM exchanges many small messages and Nagle's
+algorithm would hold each one back until the peer's delayed ACK (about 40 ms).
+"""
+from __future__ import annotations
+
+import select
+import socket
+
+from qrscp import pdu
+
+#: The longest association-phase PDU (A-ASSOCIATE-RQ/AC) we accept: 128 contexts with many transfer
+#: syntaxes fit easily; anything longer is hostile.
+MAX_ASSOCIATE_PDU = 1 << 20
+
+
+class TransportClosed(Exception):
+    """The peer closed the connection (or it broke) before a complete PDU arrived."""
+
+
+def configure(sock: socket.socket) -> None:
+    """Options every DICOM socket gets."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+def connect(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A configured TCP connection to ``host:port``; ``timeout`` bounds the connect only (``-to``)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.settimeout(None)
+    configure(sock)
+    return sock
+
+
+class Transport:
+    """A connected socket read PDU by PDU, with a small read-ahead buffer."""
+
+    _CHUNK = 1 << 16
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._timeout: float | None = None
+        sock.settimeout(None)
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def _read(self, length: int) -> bytes:
+        buffer = self._buffer
+        if len(buffer) < length and length - len(buffer) < self._CHUNK:
+            while len(buffer) < length:
+                chunk = self.sock.recv(self._CHUNK)
+                if not chunk:
+                    raise TransportClosed("connection closed by peer")
+                buffer += chunk
+        if len(buffer) >= length:
+            data = bytes(buffer[:length])
+            del buffer[:length]
+            return data
+        # a large body: receive straight into its own buffer
+        data = bytearray(length)
+        view = memoryview(data)
+        position = len(buffer)
+        view[:position] = buffer
+        buffer.clear()
+        while position < length:
+            received = self.sock.recv_into(view[position:], length - position)
+            if not received:
+                raise TransportClosed("connection closed by peer")
+            position += received
+        return data  # type: ignore[return-value]  # a bytearray: no copy of a large body
+
+    def read_pdu(self, max_length: int, timeout: float | None = None) -> tuple[int, bytes]:
+        """Read one PDU; (type, variable part). ``max_length`` bounds the variable part of P-DATA-TF.
+
+        Raises :class:`pdu.PDUError` for an unknown type or an over-long PDU (before reading its body),
+        :class:`TransportClosed` when the connection ends, :class:`TimeoutError` on ``timeout``.
+        """
+        self._set_timeout(timeout)
+        pdu_type, length = pdu.decode_header(self._read(pdu.HEADER_SIZE))
+        if pdu_type not in pdu.PDU_NAMES:
+            raise pdu.PDUError(f"unknown PDU type 0x{pdu_type:02x}")
+        limit = max_length if pdu_type == pdu.P_DATA_TF else MAX_ASSOCIATE_PDU
+        if length > limit:
+            raise pdu.PDUError(f"{pdu.PDU_NAMES[pdu_type]} PDU of {length} bytes exceeds the maximum {limit}")
+        return pdu_type, self._read(length)
+
+    def data_waiting(self) -> bool:
+        """True if bytes from the peer are buffered or can be read without blocking."""
+        if self._buffer:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``."""
+        self._set_timeout(None)
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,81 @@
+"""The UIDs qrscp speaks: transfer syntaxes, services, and the storage SOP classes of the reference.
+
+The storage table (``storage_sop_classes.tsv``, from DCMTK 3.6.7's ``dcuid.cc``) says which SOP classes
+the reference accepts, which it proposes on C-MOVE sub-associations, and the file-name prefix of each.
+"""
+from __future__ import annotations
+
+import csv
+from importlib import resources
+
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from qrscp import __version__
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+
+#: The implementation we announce in associations and write into file meta information.
+IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID
+IMPLEMENTATION_VERSION_NAME = "QRSCP_" + __version__.replace(".", "")
+
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
+UNCOMPRESSED = (EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE)
+
+VERIFICATION = "1.2.840.10008.1.1"
+#: DCMTK's private "shut down" SOP class (``--allow-shutdown``).
+PRIVATE_SHUTDOWN = "1.2.276.0.7230010.3.4.1915765545.18030.917282194.0"
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_STUDY_ONLY_FIND = "1.2.840.10008.5.1.4.1.2.3.1"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+
+PATIENT_ROOT_MODELS = (PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET)
+STUDY_ROOT_MODELS = (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)
+PATIENT_STUDY_ONLY_MODELS = (PATIENT_STUDY_ONLY_FIND, PATIENT_STUDY_ONLY_MOVE, PATIENT_STUDY_ONLY_GET)
+FIND_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_STUDY_ONLY_FIND)
+MOVE_MODELS = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_STUDY_ONLY_MOVE)
+GET_MODELS = (PATIENT_ROOT_GET, STUDY_ROOT_GET, PATIENT_STUDY_ONLY_GET)
+#: The FIND model that goes with each MOVE/GET model (``--require-find``).
+FIND_FOR_RETRIEVE = dict(zip(MOVE_MODELS + GET_MODELS, FIND_MODELS + FIND_MODELS))
+
+#: Classes the manual lists and DCMTK 3.6.7 dropped from its C-MOVE proposals (draft SR and waveform).
+MANUAL_ONLY_PROPOSED = (
+    "1.2.840.10008.5.1.4.1.1.88.1",
+    "1.2.840.10008.5.1.4.1.1.88.2",
+    "1.2.840.10008.5.1.4.1.1.88.3",
+    "1.2.840.10008.5.1.4.1.1.88.4",
+    "1.2.840.10008.5.1.4.1.1.9.1",
+)
+
+
+def _read_storage_table() -> tuple[dict[str, str], frozenset[str], tuple[str, ...]]:
+    prefixes: dict[str, str] = {}
+    accepted: set[str] = set()
+    proposed: list[str] = []
+    text = resources.files("qrscp").joinpath("storage_sop_classes.tsv").read_text()
+    rows = csv.reader((line for line in text.splitlines() if not line.startswith("#")), delimiter="\t")
+    for _name, uid, is_accepted, is_proposed, prefix in rows:
+        prefixes[uid] = prefix
+        if is_accepted == "1":
+            accepted.add(uid)
+        if is_proposed == "1":
+            proposed.append(uid)
+    return prefixes, frozenset(accepted), tuple(proposed)
+
+
+#: SOP class UID -> file-name prefix (``dcmSOPClassUIDToModality``); unknown classes use ``XX``.
+FILE_PREFIXES, STORAGE_SOP_CLASSES, PROPOSED_ON_MOVE = _read_storage_table()
+
+
+def file_prefix(sop_class_uid: str) -> str:
+    """The file-name prefix DCMTK uses for ``sop_class_uid`` (``XX`` if unknown)."""
+    return FILE_PREFIXES.get(sop_class_uid, "XX")

@@ -1,0 +1,205 @@
+"""One association, from the first byte to release: screening, negotiation, DIMSE dispatch.
+
+A worker runs this in a forked child (or inline with ``-s``). Services are looked up by command field;
+each gets the :class:`Session` and the request, and talks to the peer through ``session.association``.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from qrscp import acse, dimse, log, pdu, transport
+from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.config import AEEntry, Config
+from qrscp.options import Options
+from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
+from qrscp.scoreboard import Scoreboard
+
+LOG = log.get_logger(log.DB)
+NET_LOG = log.get_logger(log.NET)
+
+
+@dataclass
+class Server:
+    """What every association of one server run shares."""
+
+    options: Options
+    config: Config
+    policy: AssociationPolicy
+    scoreboard: Scoreboard | None = None
+    #: called when a peer negotiated the private shutdown SOP class (``--allow-shutdown``)
+    request_shutdown: Callable[[], None] = lambda: None
+
+    @property
+    def max_pdu(self) -> int:
+        return self.options.max_pdu or self.config.max_pdu
+
+
+@dataclass
+class Session:
+    """One established association and the archive it talks to."""
+
+    server: Server
+    association: Association
+    entry: AEEntry
+    #: operations performed, by name, for the closing summary line
+    operations: Counter = field(default_factory=Counter)
+    _area: object | None = None
+
+    @property
+    def options(self) -> Options:
+        return self.server.options
+
+    @property
+    def area(self):
+        """The storage area of the called AE (the reference's DB handle), opened on first use."""
+        if self._area is None:
+            from qrscp.database import StorageArea
+
+            self._area = StorageArea(self.entry.storage_area, self.entry.max_studies,
+                                     self.entry.max_bytes_per_study)
+        return self._area
+
+    def send(self, context_id: int, command: dimse.Command, dataset: bytes | None = None) -> None:
+        """Send a message, logging it as the reference does."""
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug(dimse.dump(command, incoming=False, dataset_present=dataset is not None))
+        self.association.send_message(context_id, command, dataset)
+
+    def close(self) -> None:
+        if self._area is not None:
+            self._area.close()  # type: ignore[attr-defined]
+
+
+Service = Callable[[Session, int, dimse.Command], None]
+
+
+def _services() -> dict[int, Service]:
+    from qrscp import find, retrieve, storage, verification
+
+    return {
+        dimse.C_ECHO_RQ: verification.handle_echo,
+        dimse.C_STORE_RQ: storage.handle_store,
+        dimse.C_FIND_RQ: find.handle_find,
+        dimse.C_MOVE_RQ: retrieve.handle_move,
+        dimse.C_GET_RQ: retrieve.handle_get,
+    }
+
+
+def handle_connection(sock: socket.socket, address: tuple[str, int], server: Server,
+                      slot: int | None = None) -> None:
+    """Serve the association that arrives on ``sock``, until it ends. Never raises for the peer's faults."""
+    transport.configure(sock)
+    conn = transport.Transport(sock)
+    options = server.options
+    peer_ip = address[0]
+    if options.access_control:
+        from qrscp import hostaccess
+
+        name = acse.peer_name(peer_ip, lookup=True)
+        if not hostaccess.host_allowed("dcmqrscp", peer_ip, name if name != peer_ip else None):
+            NET_LOG.warning("refused connect from %s", name)
+            conn.close()
+            return
+    try:
+        rq = acse.read_associate_rq(conn, options.acse_timeout)
+    except (pdu.PDUError, transport.TransportClosed, TimeoutError, OSError) as error:
+        LOG.info("Failed to receive association: %s", error or type(error).__name__)
+        conn.close()
+        return
+    peer_host = acse.peer_name(peer_ip, lookup=not options.disable_host_lookup)
+    LOG.info("Association Received (%s:%s -> %s)", peer_host, rq.calling_ae_title, rq.called_ae_title)
+    if LOG.isEnabledFor(logging.DEBUG):
+        LOG.debug("Association Received: %s", peer_host)
+    decision = server.policy.screen(rq, peer_host)
+    if decision == CLOSE:
+        conn.close()
+        return
+    if isinstance(decision, Rejection):
+        _reject(conn, decision)
+        return
+    entry = server.config.ae_entry(rq.called_ae_title)
+    assert entry is not None  # screened above
+    scoreboard = server.scoreboard
+    if scoreboard is not None and slot is not None:
+        with scoreboard.locked():
+            if scoreboard.accepted_count(exclude=slot) >= server.config.max_associations:
+                _reject(conn, TOO_MANY_ASSOCIATIONS)
+                return
+            negotiation = server.policy.negotiate(rq, entry, scoreboard.storage_busy(entry.ae_title, slot))
+            if not negotiation.shutdown:
+                scoreboard.mark_accepted(slot, entry.ae_title, negotiation.has_storage)
+    else:
+        negotiation = server.policy.negotiate(rq, entry, parallel_store_busy=False)
+    if negotiation.shutdown:
+        LOG.info('Shutting down server ... (negotiated private "shut down" SOP class)')
+        _reject(conn, Rejection(1, 1, 1, "NoReason"))
+        server.request_shutdown()
+        return
+    try:
+        association = acse.send_accept(conn, rq, negotiation.results, negotiation.roles, server.max_pdu, peer_host)
+    except OSError as error:
+        LOG.info("Failed to acknowledge association: %s", error)
+        conn.close()
+        return
+    LOG.info("Association Acknowledged (Max Send PDV: %d)", association.max_send_pdv)
+    if not negotiation.accepted:
+        LOG.info("    (but no valid presentation contexts)")
+    session = Session(server, association, entry)
+    started = time.monotonic()
+    try:
+        _dispatch(session)
+    finally:
+        session.close()
+        if LOG.isEnabledFor(logging.INFO):
+            counts = ", ".join(f"{n} {name}" for name, n in sorted(session.operations.items())) or "no operations"
+            LOG.info("Association Summary (%s:%s -> %s): %s in %.3f s", peer_host, rq.calling_ae_title,
+                     rq.called_ae_title, counts, time.monotonic() - started)
+
+
+def _reject(conn: transport.Transport, rejection: Rejection) -> None:
+    LOG.info("Refusing Association (%s)", rejection.log_reason)
+    acse.send_reject(conn, rejection.result, rejection.source, rejection.reason)
+
+
+def _dispatch(session: Session) -> None:
+    """The DIMSE loop: one command after another until release, abort or a protocol error."""
+    association = session.association
+    services = _services()
+    fragment_timeout = session.options.dimse_timeout
+    while True:
+        try:
+            context_id, command = association.receive_command(None, fragment_timeout)
+            field_ = command["CommandField"]
+            if LOG.isEnabledFor(logging.DEBUG):
+                LOG.debug(dimse.dump(command, incoming=True))
+            if field_ == dimse.C_CANCEL_RQ:
+                LOG.info("dispatch: late C-CANCEL-RQ, ignoring")
+                continue
+            service = services.get(field_)
+            if service is None:
+                LOG.error("Cannot handle command: 0x%x", field_)
+                association.abort()
+                return
+            session.operations[dimse.MESSAGE_NAMES[field_].split()[0]] += 1
+            service(session, context_id, command)
+        except ReleaseRequested:
+            LOG.info("Association Release")
+            association.acknowledge_release()
+            return
+        except PeerAborted:
+            LOG.info("Association Aborted")
+            association.transport.close()
+            return
+        except transport.TransportClosed:
+            LOG.error("DIMSE Failure (aborting association): connection closed by peer")
+            association.transport.close()
+            return
+        except (ProtocolError, pdu.PDUError, TimeoutError, OSError) as error:
+            LOG.error("DIMSE Failure (aborting association): %s", error or type(error).__name__)
+            association.abort()
+            return
