@@ -15,6 +15,7 @@ from typing import Callable
 from qrscp import acse, dimse, log, pdu, transport
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
 from qrscp.config import AEEntry, Config
+from qrscp.fileformat import OutputFormat
 from qrscp.options import Options
 from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
 from qrscp.scoreboard import Scoreboard
@@ -36,7 +37,13 @@ class Server:
 
     @property
     def max_pdu(self) -> int:
+        """Our maximum receive PDU length: ``-pdu``, else the configuration's MaxPDUSize."""
         return self.options.max_pdu or self.config.max_pdu
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """How received data sets are written (the storage output options)."""
+        return OutputFormat.from_options(self.options)
 
 
 @dataclass

@@ -1,0 +1,149 @@
+"""The Storage service (C-STORE SCP, ref §7): receive into a new file, validate, register.
+
+The data set is streamed from the network straight into its file (behind the file meta information),
+so a store costs one pass over the bytes; only the index values are parsed back. A store that fails for
+any reason leaves neither the file nor an index record behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from qrscp import dimse, fileformat, log, uids
+from qrscp.association import Association
+
+LOG = log.get_logger(log.DB)
+
+SUCCESS = 0x0000
+REFUSED_OUT_OF_RESOURCES = 0xA700
+ERROR_DATASET_DOES_NOT_MATCH = 0xA900
+ERROR_CANNOT_UNDERSTAND = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+REFUSED_NOT_AUTHORIZED = 0x0124
+
+
+class StoreFailed(Exception):
+    """A C-STORE that ends with a failure ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _discard(association: Association, context_id: int, timeout: float | None) -> None:
+    association.receive_dataset(context_id, lambda _data: None, timeout)
+
+
+def _same_uid(dataset_uid: str, request_uid: str, uid_padding: bool) -> bool:
+    if uid_padding:  # -up: one trailing space is silently removed from both
+        dataset_uid = dataset_uid[:-1] if dataset_uid.endswith(" ") else dataset_uid
+        request_uid = request_uid[:-1] if request_uid.endswith(" ") else request_uid
+    return dataset_uid == request_uid
+
+
+def handle_store(session, context_id: int, request: dimse.Command) -> None:
+    """Serve one C-STORE-RQ."""
+    association = session.association
+    options = session.options
+    timeout = options.dimse_timeout
+    sop_class_uid = request.get("AffectedSOPClassUID", "")
+    sop_instance_uid = request.get("AffectedSOPInstanceUID", "")
+    if LOG.isEnabledFor(logging.INFO):
+        LOG.info("Received Store SCP:\n%s", dimse.dump(request, incoming=True))
+    context = association.contexts[context_id]
+    status = SUCCESS
+    if options.ignore:
+        _discard(association, context_id, timeout)
+    elif sop_class_uid not in uids.STORAGE_SOP_CLASSES:
+        _discard(association, context_id, timeout)
+        status = SOP_CLASS_NOT_SUPPORTED
+    elif not session.entry.writable:
+        _discard(association, context_id, timeout)
+        LOG.warning("storeSCP: storage area of %s is read-only", session.entry.ae_title)
+        status = REFUSED_NOT_AUTHORIZED
+    else:
+        status = _store(session, context_id, context.transfer_syntax, sop_class_uid, sop_instance_uid)
+    response = dimse.response(request, status)
+    if status == SUCCESS:
+        if LOG.isEnabledFor(logging.INFO):
+            LOG.info("Sending:\n%s", dimse.dump(response, incoming=False, dataset_present=False))
+    else:
+        LOG.warning("NOTICE: StoreSCP:\n%s", dimse.dump(response, incoming=False, dataset_present=False))
+    session.send(context_id, response)
+
+
+def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str) -> int:
+    """Receive, write, validate and register one instance; the DIMSE status."""
+    from qrscp.database import DatabaseError, QuotaExceeded
+    from qrscp.indexvalues import read_index_values
+
+    area = session.area
+    fmt = session.server.output_format
+    try:
+        path, fd = area.create_image_file(sop_class_uid)
+    except OSError as error:
+        _discard(session.association, context_id, session.options.dimse_timeout)
+        LOG.error("storeSCP: cannot create image file: %s", error)
+        return REFUSED_OUT_OF_RESOURCES
+    stored = False
+    try:
+        try:
+            _receive_into(session, context_id, fd, transfer_syntax, sop_class_uid, sop_instance_uid, fmt)
+        except OSError as error:
+            LOG.error("storescp: Cannot write image file: %s", error)
+            raise StoreFailed(REFUSED_OUT_OF_RESOURCES, str(error)) from error
+        try:
+            values = read_index_values(path)
+        except Exception as error:  # whatever the parser makes of a broken data set
+            LOG.error("Bad image file: %s (%s)", path, error)
+            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+        uid_padding = session.options.uid_padding
+        if not values.sop_class_uid or not values.sop_instance_uid:
+            LOG.error("Bad image file: %s", path)
+            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, "SOP Class or SOP Instance UID missing")
+        if not _same_uid(values.sop_class_uid, sop_class_uid, uid_padding) or \
+                not _same_uid(values.sop_instance_uid, sop_instance_uid, uid_padding):
+            raise StoreFailed(ERROR_DATASET_DOES_NOT_MATCH, "data set does not match the request")
+        try:
+            area.register(path, sop_class_uid, values)
+        except QuotaExceeded as error:
+            LOG.error("storeSCP: Database: storeRequest Failed (Refused: OutOfResources): %s", error)
+            raise StoreFailed(REFUSED_OUT_OF_RESOURCES, str(error)) from error
+        except DatabaseError as error:
+            LOG.error("storeSCP: Database: storeRequest Failed (Failed: UnableToProcess): %s", error)
+            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+        stored = True
+        return SUCCESS
+    except StoreFailed as failure:
+        return failure.status
+    finally:
+        if not stored:
+            LOG.info("Store SCP: Deleting Image File: %s", path)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            try:
+                area.prune_invalid_records()
+            except Exception as error:  # pruning is housekeeping: never mask the store's own outcome
+                LOG.error("storeSCP: pruning the index failed: %s", error)
+
+
+def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_class_uid: str,
+                  sop_instance_uid: str, fmt: fileformat.OutputFormat) -> None:
+    """Receive the data set into the open file ``fd`` in the configured output format, and close it."""
+    association = session.association
+    timeout = session.options.dimse_timeout
+    source = association.calling_ae_title
+    with os.fdopen(fd, "wb", buffering=1 << 20) as file:
+        if not fmt.needs_conversion(transfer_syntax):
+            if fmt.write_file:
+                file.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, source))
+            association.receive_dataset(context_id, file.write, timeout)
+            return
+        parts: list[bytes] = []
+        association.receive_dataset(context_id, lambda data: parts.append(bytes(data)), timeout)
+        data, target = fileformat.convert_dataset(b"".join(parts), transfer_syntax, fmt)
+        if fmt.write_file:
+            file.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, target, source))
+        file.write(data)
