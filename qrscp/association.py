@@ -150,6 +150,20 @@ class Association:
         """True if the peer has sent something we have not read yet (e.g. a C-CANCEL-RQ)."""
         return bool(self._pdvs) or self.transport.data_waiting()
 
+    def cancel_requested(self, message_id: int) -> bool:
+        """Between two responses of operation ``message_id``: has the peer sent its C-CANCEL-RQ?
+
+        Reads whatever the peer has sent meanwhile; a C-CANCEL-RQ for another message is ignored, any
+        other command is a protocol error (no asynchronous operations are negotiated).
+        """
+        while self.command_waiting():
+            _context_id, command = self.receive_command()
+            if command["CommandField"] != dimse.C_CANCEL_RQ:
+                raise ProtocolError("command received while an operation was running")
+            if command.get("MessageIDBeingRespondedTo") == message_id:
+                return True
+        return False
+
     # -- sending -----------------------------------------------------------------------------------
 
     def next_message_id(self) -> int:

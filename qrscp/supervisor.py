@@ -8,6 +8,7 @@ one after another, in this process (and under ``python -m pdb``).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import select
@@ -213,8 +214,8 @@ class Supervisor:
         except config_module.ConfigFileError as error:
             APP_LOG.error("%s (keeping the previous configuration)", error)
             return
-        self.server.config = new_config
-        self.server.policy = AssociationPolicy(self.server.options, new_config)
+        self.server = dataclasses.replace(self.server, config=new_config,
+                                          policy=AssociationPolicy(self.server.options, new_config))
         APP_LOG.info("re-read configuration file %s", path)
 
 

@@ -10,6 +10,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 from qrscp import acse, dimse, log, pdu, transport
@@ -39,6 +40,15 @@ class Server:
     def max_pdu(self) -> int:
         """Our maximum receive PDU length: ``-pdu``, else the configuration's MaxPDUSize."""
         return self.options.max_pdu or self.config.max_pdu
+
+    @cached_property
+    def charset_policy(self):
+        """How query keys and responses are converted between character sets (:mod:`qrscp.charset`)."""
+        from qrscp.charset import charset_policy
+
+        options = self.options
+        return charset_policy(self.config.charset_line, options.use_request_charset, options.convert_to,
+                              options.transliterate, options.discard_illegal)
 
     @property
     def output_format(self) -> OutputFormat:
@@ -115,7 +125,9 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], server: Ser
     try:
         rq = acse.read_associate_rq(conn, options.acse_timeout)
     except (pdu.PDUError, transport.TransportClosed, TimeoutError, OSError) as error:
-        LOG.info("Failed to receive association: %s", error or type(error).__name__)
+        # a port probe (connect, then close) is not worth a line at INFO
+        level = logging.DEBUG if isinstance(error, transport.TransportClosed) else logging.INFO
+        LOG.log(level, "Failed to receive association: %s", error or type(error).__name__)
         conn.close()
         return
     peer_host = acse.peer_name(peer_ip, lookup=not options.disable_host_lookup)

@@ -49,3 +49,97 @@ def run_qrscp(*args: str, cwd: str | Path | None = None, timeout: float = 60,
     """Run ``python -m qrscp`` (or another of our modules) and capture its output."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
                           timeout=timeout)
+
+
+def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    """Block until something accepts connections on 127.0.0.1:``port``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class Server:
+    """A real server process (ours or DCMTK's) on 127.0.0.1, for the tests to talk to.
+
+    ``config`` is the text of a configuration file written to ``directory/server.cfg``; the server runs
+    with ``directory`` as its working directory. Stopped with SIGTERM (then SIGKILL) by ``stop()``.
+    """
+
+    def __init__(self, directory: Path, config: str, *args: str, dcmtk_server: bool = False,
+                 port: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.config_path = self.directory / "server.cfg"
+        self.config_path.write_text(config.replace("{port}", str(self.port)))
+        self.stderr_path = self.directory / ("dcmtk.err" if dcmtk_server else "qrscp.err")
+        self.stdout_path = self.directory / ("dcmtk.out" if dcmtk_server else "qrscp.out")
+        if dcmtk_server:
+            command = [dcmtk("dcmqrscp"), "-c", str(self.config_path), *args, str(self.port)]
+            env = dcmtk_env()
+        else:
+            command = [sys.executable, "-m", "qrscp", "-c", str(self.config_path), *args, str(self.port)]
+            env = dict(os.environ)
+        self._stderr = open(self.stderr_path, "wb")
+        self._stdout = open(self.stdout_path, "wb")
+        self.process = subprocess.Popen(command, cwd=self.directory, env=env, stdout=self._stdout,
+                                        stderr=self._stderr)
+        try:
+            wait_for_port(self.port, process=self.process)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        """Stop the server (SIGTERM, then SIGKILL); its exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stderr.close()
+        self._stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def simple_config(areas: dict[str, str] | None = None, extra: str = "", host_table: str = "",
+                  vendor_table: str = "", max_associations: int = 16) -> str:
+    """A configuration text: ``areas`` maps AE title -> 'path access (quota) peers' tail."""
+    areas = areas or {"QRSCP": "area RW (200, 1024mb) ANY"}
+    lines = ["NetworkTCPPort = {port}", "MaxPDUSize = 16384", f"MaxAssociations = {max_associations}", extra]
+    if host_table:
+        lines += ["HostTable BEGIN", host_table.strip(), "HostTable END"]
+    if vendor_table:
+        lines += ["VendorTable BEGIN", vendor_table.strip(), "VendorTable END"]
+    lines += ["AETable BEGIN"]
+    lines += [f"{title} {tail}" for title, tail in areas.items()]
+    lines += ["AETable END", ""]
+    return "\n".join(lines)
+
+
+def echoscu(port: int, *args: str, called: str = "QRSCP", calling: str = "ECHOSCU",
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    """DCMTK's echoscu against 127.0.0.1:``port``."""
+    return run_dcmtk("echoscu", "-aec", called, "-aet", calling, *args, "127.0.0.1", str(port), timeout=timeout)

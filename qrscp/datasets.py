@@ -1,0 +1,68 @@
+"""Identifiers (the data sets of C-FIND/C-MOVE/C-GET messages) to and from the bytes of a transfer syntax.
+
+Identifiers are decoded without value conversion: the matching code reads the raw bytes of each key, as
+DCMTK's ``getString()`` does.
+"""
+from __future__ import annotations
+
+import zlib
+from io import BytesIO
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+from qrscp import uids
+
+
+def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of an uncompressed or compressed transfer syntax."""
+    if transfer_syntax == uids.IMPLICIT_VR_LE:
+        return True, True
+    if transfer_syntax == uids.EXPLICIT_VR_BE:
+        return False, False
+    return False, True
+
+
+def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
+    """The identifier ``data`` received on a context with ``transfer_syntax``. Raises ValueError if malformed."""
+    if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
+        try:
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, 1 << 24)
+        except zlib.error as error:
+            raise ValueError(f"identifier does not inflate: {error}") from error
+    implicit, little = _encoding(transfer_syntax)
+    try:
+        dataset = read_dataset(BytesIO(data), implicit, little)
+        # touch every element once so that a malformed stream fails here, not in the matcher
+        for tag in list(dataset.keys()):
+            dataset.get_item(tag)
+    except Exception as error:  # pydicom raises many kinds for broken input
+        raise ValueError(f"identifier does not parse: {error}") from error
+    return dataset
+
+
+def encode_identifier(dataset: Dataset, transfer_syntax: str) -> bytes:
+    """``dataset`` encoded for a context with ``transfer_syntax``."""
+    implicit, little = _encoding(transfer_syntax)
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR = implicit
+    buffer.is_little_endian = little
+    write_dataset(buffer, dataset)
+    data = buffer.getvalue()
+    if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = compressor.compress(data) + compressor.flush()
+    return data
+
+
+def dump(dataset: Dataset) -> str:
+    """A multi-line dump of ``dataset`` for DEBUG/INFO logs (DCMTK's ``# Dicom-Data-Set`` shape)."""
+    lines = ["# Dicom-Data-Set"]
+    for element in dataset:
+        value = element.value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1", "replace")
+        lines.append(f"({element.tag.group:04x},{element.tag.element:04x}) {element.VR} [{value}]  # {element.keyword}")
+    return "\n".join(lines)
