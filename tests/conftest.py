@@ -143,3 +143,23 @@ def echoscu(port: int, *args: str, called: str = "QRSCP", calling: str = "ECHOSC
             timeout: float = 30) -> subprocess.CompletedProcess:
     """DCMTK's echoscu against 127.0.0.1:``port``."""
     return run_dcmtk("echoscu", "-aec", called, "-aet", calling, *args, "127.0.0.1", str(port), timeout=timeout)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long soak, load and fuzz variants (minutes instead of seconds)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long run: use --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def long_run(request) -> bool:
+    """True when the suite runs in its long mode (``--long``): soak and fuzz for minutes."""
+    return bool(request.config.getoption("--long"))
