@@ -5,6 +5,7 @@ Exit codes are the reference's (ref §8.4): 0 after a shutdown request, 1 for co
 """
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -25,9 +26,11 @@ class StartupError(Exception):
 
 
 def listen(port: int) -> socket.socket:
-    """The listening socket on all interfaces, as the reference's."""
-    if port < 1024 and os.geteuid() != 0:
-        raise StartupError(f"cannot listen on port {port}, insufficient privileges")
+    """The listening socket on all interfaces, as the reference's.
+
+    Unlike the reference, a port below 1024 is not refused up front for a non-root user: the bind
+    decides, so ``CAP_NET_BIND_SERVICE`` (e.g. systemd's ``AmbientCapabilities``) is enough.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -35,6 +38,8 @@ def listen(port: int) -> socket.socket:
         sock.listen(128)
     except OSError as error:
         sock.close()
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise StartupError(f"cannot listen on port {port}, insufficient privileges") from error
         raise StartupError(f"cannot initialize network: 0006:031c TCP Initialization Error: {error.strerror}") from error
     return sock
 
