@@ -23,6 +23,7 @@ DATA = "dcmtk.dcmdata"
 
 TRACE = 5
 LEVELS = {
+    "off": logging.CRITICAL + 10,
     "fatal": logging.CRITICAL,
     "error": logging.ERROR,
     "warn": logging.WARNING,
@@ -41,6 +42,21 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 class ConsoleFormatter(logging.Formatter):
     """DCMTK's console layout ``%P: %m%n``, each line of the message prefixed."""
 
@@ -52,12 +68,22 @@ class ConsoleFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in message.split("\n"))
 
 
+_configured = False
+
+
+def configured() -> bool:
+    """True once :func:`configure` has run in this process (``--arguments`` does it while parsing)."""
+    return _configured
+
+
 def configure(level: str = "warn", config_file: str | None = None, appname: str = "dcmqrscp") -> None:
     """Configure the ``dcmtk`` logger tree as DCMTK's ``-q/-v/-d/-ll/-lc`` options do.
 
     Without ``config_file`` every line at ``level`` or above goes to stderr in the console layout.
     With it, the log4cplus properties file decides (see :mod:`qrscp.logconfig`).
     """
+    global _configured
+    _configured = True
     root = logging.getLogger("dcmtk")
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -68,7 +94,7 @@ def configure(level: str = "warn", config_file: str | None = None, appname: str 
 
         logconfig.apply(config_file, appname=appname)
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(ConsoleFormatter())
     root.addHandler(handler)
     root.setLevel(LEVELS[level])

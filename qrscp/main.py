@@ -91,5 +91,6 @@ def start(options: Options) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dcmqrscp`` console script and of ``python -m qrscp``."""
     options = parse_args(sys.argv[1:] if argv is None else argv)
-    log.configure(options.log_level, options.log_config)
+    if not log.configured():
+        log.configure(options.log_level, options.log_config)
     return start(options)

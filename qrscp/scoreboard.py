@@ -48,8 +48,8 @@ class Scoreboard:
         return None
 
     def assign(self, index: int, pid: int) -> None:
-        """Supervisor: record the pid of the worker forked for slot ``index``."""
-        self._write(index, pid, NEGOTIATING)
+        """Supervisor: record the pid of the worker forked for slot ``index`` (its state is the worker's)."""
+        struct.pack_into("<L", self._map, index * _SLOT_SIZE, pid)
 
     def release_pid(self, pid: int) -> None:
         """Supervisor: free the slot of a worker that has exited."""

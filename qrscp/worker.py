@@ -22,7 +22,6 @@ from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Reject
 from qrscp.scoreboard import Scoreboard
 
 LOG = log.get_logger(log.DB)
-NET_LOG = log.get_logger(log.NET)
 
 
 @dataclass
@@ -119,7 +118,8 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], server: Ser
 
         name = acse.peer_name(peer_ip, lookup=True)
         if not hostaccess.host_allowed("dcmqrscp", peer_ip, name if name != peer_ip else None):
-            NET_LOG.warning("refused connect from %s", name)
+            LOG.info("Failed to receive association: 0006:0324 TCP wrapper: denied connection from %s (%s)",
+                     name, peer_ip)
             conn.close()
             return
     try:

@@ -138,7 +138,7 @@ def test_max_associations_rejects_the_extra_one_transiently(tmp_path):
         assert held.is_established
         try:
             result = echoscu(server.port)
-            assert b"Result: Rejected Transient, Source: Service Provider (Presentation Layer)" in result.stderr
+            assert b"Result: Rejected Transient, Source: Service Provider (Presentation Related)" in result.stderr
             assert b"Local Limit Exceeded" in result.stderr
         finally:
             held.release()
