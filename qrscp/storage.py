@@ -11,6 +11,8 @@ import os
 
 from qrscp import dimse, fileformat, log, uids
 from qrscp.association import Association
+from qrscp.database import DatabaseError, QuotaExceeded
+from qrscp.indexvalues import read_index_values
 
 LOG = log.get_logger(log.DB)
 
@@ -74,9 +76,6 @@ def handle_store(session, context_id: int, request: dimse.Command) -> None:
 
 def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str) -> int:
     """Receive, write, validate and register one instance; the DIMSE status."""
-    from qrscp.database import DatabaseError, QuotaExceeded
-    from qrscp.indexvalues import read_index_values
-
     area = session.area
     fmt = session.server.output_format
     try:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
-from qrscp import acse, dimse, log, pdu, transport
+from qrscp import acse, dimse, find, hostaccess, log, pdu, retrieve, storage, transport, verification
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.charset import CharsetPolicy, charset_policy
 from qrscp.config import AEEntry, Config
+from qrscp.database import StorageArea
 from qrscp.fileformat import OutputFormat
 from qrscp.options import Options
 from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
@@ -41,10 +43,8 @@ class Server:
         return self.options.max_pdu or self.config.max_pdu
 
     @cached_property
-    def charset_policy(self):
+    def charset_policy(self) -> CharsetPolicy:
         """How query keys and responses are converted between character sets (:mod:`qrscp.charset`)."""
-        from qrscp.charset import charset_policy
-
         options = self.options
         return charset_policy(self.config.charset_line, options.use_request_charset, options.convert_to,
                               options.transliterate, options.discard_illegal)
@@ -64,18 +64,16 @@ class Session:
     entry: AEEntry
     #: operations performed, by name, for the closing summary line
     operations: Counter = field(default_factory=Counter)
-    _area: object | None = None
+    _area: StorageArea | None = None
 
     @property
     def options(self) -> Options:
         return self.server.options
 
     @property
-    def area(self):
+    def area(self) -> StorageArea:
         """The storage area of the called AE (the reference's DB handle), opened on first use."""
         if self._area is None:
-            from qrscp.database import StorageArea
-
             self._area = StorageArea(self.entry.storage_area, self.entry.max_studies,
                                      self.entry.max_bytes_per_study)
         return self._area
@@ -88,22 +86,20 @@ class Session:
 
     def close(self) -> None:
         if self._area is not None:
-            self._area.close()  # type: ignore[attr-defined]
+            self._area.close()
 
 
 Service = Callable[[Session, int, dimse.Command], None]
 
 
-def _services() -> dict[int, Service]:
-    from qrscp import find, retrieve, storage, verification
-
-    return {
-        dimse.C_ECHO_RQ: verification.handle_echo,
-        dimse.C_STORE_RQ: storage.handle_store,
-        dimse.C_FIND_RQ: find.handle_find,
-        dimse.C_MOVE_RQ: retrieve.handle_move,
-        dimse.C_GET_RQ: retrieve.handle_get,
-    }
+#: The DIMSE services, by request command field.
+SERVICES: dict[int, Service] = {
+    dimse.C_ECHO_RQ: verification.handle_echo,
+    dimse.C_STORE_RQ: storage.handle_store,
+    dimse.C_FIND_RQ: find.handle_find,
+    dimse.C_MOVE_RQ: retrieve.handle_move,
+    dimse.C_GET_RQ: retrieve.handle_get,
+}
 
 
 def handle_connection(sock: socket.socket, address: tuple[str, int], server: Server,
@@ -114,8 +110,6 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], server: Ser
     options = server.options
     peer_ip = address[0]
     if options.access_control:
-        from qrscp import hostaccess
-
         name = acse.peer_name(peer_ip, lookup=True)
         if not hostaccess.host_allowed("dcmqrscp", peer_ip, name if name != peer_ip else None):
             LOG.info("Failed to receive association: 0006:0324 TCP wrapper: denied connection from %s (%s)",
@@ -188,7 +182,6 @@ def _reject(conn: transport.Transport, rejection: Rejection) -> None:
 def _dispatch(session: Session) -> None:
     """The DIMSE loop: one command after another until release, abort or a protocol error."""
     association = session.association
-    services = _services()
     fragment_timeout = session.options.dimse_timeout
     while True:
         try:
@@ -199,7 +192,7 @@ def _dispatch(session: Session) -> None:
             if field_ == dimse.C_CANCEL_RQ:
                 LOG.info("dispatch: late C-CANCEL-RQ, ignoring")
                 continue
-            service = services.get(field_)
+            service = SERVICES.get(field_)
             if service is None:
                 LOG.error("Cannot handle command: 0x%x", field_)
                 association.abort()
