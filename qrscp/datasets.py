@@ -58,11 +58,15 @@ def encode_identifier(dataset: Dataset, transfer_syntax: str) -> bytes:
 
 
 def dump(dataset: Dataset) -> str:
-    """A multi-line dump of ``dataset`` for DEBUG/INFO logs (DCMTK's ``# Dicom-Data-Set`` shape)."""
+    """A multi-line dump of ``dataset`` for DEBUG/INFO logs (DCMTK's ``# Dicom-Data-Set`` shape).
+
+    Values are shown as stored (raw elements are not converted, so dumping never changes the data set).
+    """
     lines = ["# Dicom-Data-Set"]
-    for element in dataset:
+    for tag in dataset.keys():
+        element = dataset.get_item(tag)
         value = element.value
         if isinstance(value, bytes):
-            value = value.decode("latin-1", "replace")
-        lines.append(f"({element.tag.group:04x},{element.tag.element:04x}) {element.VR} [{value}]  # {element.keyword}")
+            value = value.decode("latin-1", "replace").rstrip(" \0")
+        lines.append(f"({tag.group:04x},{tag.element:04x}) {element.VR or '??'} [{value}]")
     return "\n".join(lines)

@@ -33,8 +33,8 @@ def find_responses(session, identifier: Dataset, sop_class_uid: str) -> Iterator
         columns = session.area.read_columns(query.fields())
         rows = matching.find_matches(query, columns)
     except matching.QueryError as error:
-        if str(error):
-            LOG.warning("%s", error)
+        if error.log_level is not None:
+            LOG.log(error.log_level, "%s", error)
         LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_text(error.status)[8:])
         yield error.status, None
         return

@@ -8,14 +8,13 @@ sub-operation, and a C-CANCEL-RQ is looked for before each.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from qrscp import acse, datasets, dimse, fileformat, log, matching, uids
+from qrscp import acse, datasets, dimse, fileformat, locking, log, matching, uids
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
 from qrscp.pdu import PresentationContextRQ
 from qrscp.transport import TransportClosed
@@ -67,15 +66,11 @@ class Sender:
 def _read_instance(instance: Instance) -> tuple[fileformat.StoredFile, bytes]:
     """The stored file of ``instance`` and its data set bytes, read under a shared file lock (ref §2.3)."""
     try:
-        fd = os.open(instance.filename, os.O_RDONLY)
+        with locking.image_for_reading(instance.filename) as fd:
+            with os.fdopen(os.dup(fd), "rb") as file:
+                content = file.read()
     except OSError as error:  # the quota system may have deleted it since the match
         raise SubOperationFailed(f"cannot open file {instance.filename}: {error.strerror}") from error
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        with os.fdopen(os.dup(fd), "rb") as file:
-            content = file.read()
-    finally:
-        os.close(fd)
     try:
         stored = fileformat.read_stored_file(instance.filename)
     except (OSError, ValueError) as error:
@@ -265,8 +260,8 @@ def _match(session, request: dimse.Command, identifier: Dataset, models: dict) -
     try:
         query = matching.parse_retrieve(identifier, model, session.options.check_move)
     except matching.QueryError as error:
-        if str(error):
-            LOG.warning("%s", error)
+        if error.log_level is not None:
+            LOG.log(error.log_level, "%s", error)
         LOG.error("moveSCP: Database: startMoveRequest Failed (%s):", dimse.status_text(error.status)[8:])
         return error.status
     fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))

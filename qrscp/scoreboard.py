@@ -15,10 +15,9 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-FREE, NEGOTIATING, ACCEPTED = 0, 1, 2
+FREE, WAITING, ACCEPTED = 0, 1, 2  # WAITING: a worker with no accepted association
 
-_SLOT = struct.Struct("<LBB16s")  # pid, state, has storage contexts, called AE title
-_SLOT_SIZE = 32
+_SLOT = struct.Struct("<LBB16s10x")  # pid, state, has storage contexts, called AE title (32 bytes)
 
 
 class Scoreboard:
@@ -26,40 +25,39 @@ class Scoreboard:
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._map = mmap.mmap(-1, size * _SLOT_SIZE, flags=mmap.MAP_SHARED)
+        self._map = mmap.mmap(-1, size * _SLOT.size, flags=mmap.MAP_SHARED)
         handle, self._lock_path = tempfile.mkstemp(prefix="qrscp-scoreboard-")
         os.close(handle)
         self._lock_fd: int | None = None
         self._lock_pid = 0
 
-    def _slot(self, index: int) -> tuple[int, int, bool, str]:
-        pid, state, storage, title = _SLOT.unpack_from(self._map, index * _SLOT_SIZE)
-        return pid, state, bool(storage), title.rstrip(b"\0").decode("ascii", "replace")
+    def _slots(self) -> Iterator[tuple[int, int, int, bool, str]]:
+        """(index, pid, state, has storage, called AE title) of every slot, in one pass over the table."""
+        for index, (pid, state, storage, title) in enumerate(_SLOT.iter_unpack(self._map)):
+            yield index, pid, state, bool(storage), title.rstrip(b"\0").decode("ascii", "replace")
 
     def _write(self, index: int, pid: int, state: int, storage: bool = False, title: str = "") -> None:
-        _SLOT.pack_into(self._map, index * _SLOT_SIZE, pid, state, storage, title.encode("ascii", "replace")[:16])
+        _SLOT.pack_into(self._map, index * _SLOT.size, pid, state, storage, title.encode("ascii", "replace")[:16])
 
     def claim(self) -> int | None:
         """Supervisor: a free slot for the worker about to be forked, or None if the table is full."""
-        for index in range(self.size):
-            if self._slot(index)[1] == FREE:
-                self._write(index, 0, NEGOTIATING)
-                return index
-        return None
+        index = self._map.find(bytes(_SLOT.size))  # a free slot is all zeros
+        while index != -1 and index % _SLOT.size:
+            index = self._map.find(bytes(_SLOT.size), index + 1)
+        if index == -1:
+            return None
+        self._write(index // _SLOT.size, 0, WAITING)
+        return index // _SLOT.size
 
     def assign(self, index: int, pid: int) -> None:
         """Supervisor: record the pid of the worker forked for slot ``index`` (its state is the worker's)."""
-        struct.pack_into("<L", self._map, index * _SLOT_SIZE, pid)
+        struct.pack_into("<L", self._map, index * _SLOT.size, pid)
 
     def release_pid(self, pid: int) -> None:
         """Supervisor: free the slot of a worker that has exited."""
-        for index in range(self.size):
-            if self._slot(index)[0] == pid:
+        for index, slot_pid, _state, _storage, _title in self._slots():
+            if slot_pid == pid:
                 self._write(index, 0, FREE)
-
-    def live_workers(self) -> int:
-        """Number of occupied slots."""
-        return sum(1 for index in range(self.size) if self._slot(index)[1] != FREE)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -75,19 +73,21 @@ class Scoreboard:
 
     def accepted_count(self, exclude: int) -> int:
         """Associations accepted by other workers (call under :meth:`locked`)."""
-        return sum(1 for index in range(self.size) if index != exclude and self._slot(index)[1] == ACCEPTED)
+        return sum(1 for index, _pid, state, _storage, _title in self._slots()
+                   if index != exclude and state == ACCEPTED)
 
     def storage_busy(self, called_ae_title: str, exclude: int) -> bool:
         """Another accepted association to ``called_ae_title`` holds storage contexts (call under :meth:`locked`)."""
-        for index in range(self.size):
-            pid, state, storage, title = self._slot(index)
-            if index != exclude and state == ACCEPTED and storage and title == called_ae_title:
-                return True
-        return False
+        return any(index != exclude and state == ACCEPTED and storage and title == called_ae_title
+                   for index, _pid, state, storage, title in self._slots())
 
     def mark_accepted(self, index: int, called_ae_title: str, has_storage: bool) -> None:
         """Worker: its association was accepted (call under :meth:`locked`)."""
         self._write(index, os.getpid(), ACCEPTED, has_storage, called_ae_title)
+
+    def mark_idle(self, index: int) -> None:
+        """Worker: its association has ended."""
+        self._write(index, os.getpid(), WAITING)
 
     def close(self) -> None:
         """Supervisor, at exit: remove the lock file."""

@@ -1,6 +1,12 @@
 """The supervisor: accepts TCP connections and hands each to a forked worker at once.
 
-The supervisor never reads from a client (decisions.md #4), so an idle or slow peer delays nobody.
+The supervisor never reads from a client (decisions.md #4), so an idle or slow peer delays nobody. It
+passes each accepted socket (``SCM_RIGHTS``) to a worker process that is waiting for one; a worker serves
+one association at a time, then tells the supervisor it is ready again (and after
+:data:`WORKER_LIFETIME` associations it exits and is replaced). Forking a Python process costs several
+milliseconds here, so workers are forked ahead of time (:data:`SPARE_WORKERS`) and reused, which keeps
+fork off the association's path; a worker that dies takes only its own association with it.
+
 Workers are reaped as soon as they exit (SIGCHLD wakes the loop). SIGTERM/SIGINT stop accepting and let
 running associations finish within :data:`SHUTDOWN_GRACE` seconds (decisions.md #15); SIGHUP re-reads
 the configuration file for associations that arrive afterwards. With ``-s`` connections are served inline,
@@ -10,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import os
 import select
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 
 from qrscp import config as config_module
 from qrscp import log, pdu, worker
@@ -28,6 +36,24 @@ APP_LOG = log.get_logger(log.APP)
 
 #: Seconds a stop request waits for running associations before ending them.
 SHUTDOWN_GRACE = 30.0
+#: Idle workers kept waiting for the next connection.
+SPARE_WORKERS = 2
+#: Idle workers beyond this many are let go.
+MAX_IDLE_WORKERS = 8
+#: Associations a worker serves before it exits and is replaced (bounds any slow growth).
+WORKER_LIFETIME = 1000
+
+_READY = b"R"
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """The supervisor's end of one worker: ``channel`` carries connections to it and "ready" back."""
+
+    pid: int
+    channel: socket.socket
+    generation: int
+    busy: bool = False
 
 
 def notify_systemd(message: str) -> None:
@@ -51,7 +77,8 @@ class Supervisor:
     def __init__(self, server: Server, listener: socket.socket) -> None:
         self.server = server
         self.listener = listener
-        self.children: set[int] = set()
+        self.workers: dict[int, WorkerHandle] = {}
+        self.generation = 0  # bumped by a configuration reload: older workers retire
         self._stop = False
         self._reload = False
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -59,6 +86,8 @@ class Supervisor:
         os.set_blocking(self._wakeup_write, False)
         supervisor_pid = os.getpid()
         self.server.request_shutdown = lambda: os.kill(supervisor_pid, signal.SIGUSR1)
+
+    # -- signals -----------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -77,35 +106,43 @@ class Supervisor:
             signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
+    # -- the loop ----------------------------------------------------------------------------------
+
     def run(self) -> int:
         """Serve until stopped; the exit code (0)."""
         self._install_signals()
+        forking = not self.server.options.single_process
+        if forking:
+            self._replenish()
         notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
         try:
             while not self._stop:
                 if self._reload:
                     self._reload_config()
-                connection = self._wait_for_connection()
-                if connection is None:
+                connection = self._wait()
+                if connection is not None:
+                    sock, address = connection
+                    if forking:
+                        self._hand_over(sock, address)
+                    else:
+                        self._serve_inline(sock, address)
+                if forking:
                     self._reap()
-                    continue
-                sock, address = connection
-                if self.server.options.single_process:
-                    self._serve_inline(sock, address)
-                else:
-                    self._fork_worker(sock, address)
-                    self._reap()
+                    self._replenish()
         finally:
             notify_systemd("STOPPING=1")
             self.listener.close()
+            self._dismiss_idle()
             self._wait_for_children()
             if self.server.scoreboard is not None:
                 self.server.scoreboard.close()
         return 0
 
-    def _wait_for_connection(self) -> tuple[socket.socket, tuple] | None:
+    def _wait(self) -> tuple[socket.socket, tuple] | None:
+        """Wait for a connection, a signal or a worker's message; the accepted connection, if any."""
+        busy = {handle.channel: handle for handle in self.workers.values() if handle.busy}
         try:
-            readable, _, _ = select.select([self.listener, self._wakeup_read], [], [])
+            readable, _, _ = select.select([self.listener, self._wakeup_read, *busy], [], [])
         except InterruptedError:
             return None
         if self._wakeup_read in readable:
@@ -114,6 +151,9 @@ class Supervisor:
                     pass
             except BlockingIOError:
                 pass
+        for channel in readable:
+            if channel in busy:
+                self._worker_message(busy[channel])
         if self.listener not in readable or self._stop:
             return None
         try:
@@ -123,6 +163,17 @@ class Supervisor:
                 LOG.error("cannot accept connection: %s", error)
             return None
 
+    def _worker_message(self, handle: WorkerHandle) -> None:
+        """A busy worker is ready again (or has gone: the reaper will see it)."""
+        try:
+            message = handle.channel.recv(16)
+        except OSError:
+            message = b""
+        if message.endswith(_READY) and handle.generation == self.generation:
+            handle.busy = False
+        else:
+            self._retire(handle)
+
     def _serve_inline(self, sock: socket.socket, address: tuple) -> None:
         try:
             worker.handle_connection(sock, address, self.server)
@@ -130,28 +181,67 @@ class Supervisor:
             LOG.exception("association ended by an internal error")
             sock.close()
 
-    def _fork_worker(self, sock: socket.socket, address: tuple) -> None:
+    # -- workers -----------------------------------------------------------------------------------
+
+    def _hand_over(self, sock: socket.socket, address: tuple) -> None:
+        """Give the connection to an idle worker (forking one if none is ready); never reads from it."""
+        try:
+            while True:
+                handle = next((h for h in self.workers.values() if not h.busy), None) or self._fork_worker()
+                if handle is None:  # more live workers than the table holds: refuse without reading anything
+                    LOG.info("Refusing Association (TooManyAssociations)")
+                    sock.setblocking(False)
+                    sock.send(pdu.encode_associate_rj(2, 3, 2))
+                    return
+                try:
+                    socket.send_fds(handle.channel, [f"{address[0]}\n{address[1]}".encode()], [sock.fileno()])
+                    handle.busy = True
+                    return
+                except OSError:  # that worker is gone: retire it and try the next
+                    self._retire(handle)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _replenish(self) -> None:
+        """Keep :data:`SPARE_WORKERS` (and at most :data:`MAX_IDLE_WORKERS`) workers idle."""
+        idle = [handle for handle in self.workers.values() if not handle.busy]
+        for handle in idle[MAX_IDLE_WORKERS:]:
+            self._retire(handle)
+        for _ in range(SPARE_WORKERS - len(idle)):
+            if self._stop or self._fork_worker() is None:
+                return
+
+    def _retire(self, handle: WorkerHandle) -> None:
+        """Close a worker's channel: an idle worker exits at once, a busy one after its association."""
+        handle.channel.close()
+        self.workers.pop(handle.pid, None)
+
+    def _dismiss_idle(self) -> None:
+        for handle in [h for h in self.workers.values() if not h.busy]:
+            self._retire(handle)
+
+    def _fork_worker(self) -> WorkerHandle | None:
         scoreboard = self.server.scoreboard
         assert scoreboard is not None
         slot = scoreboard.claim()
-        if slot is None:  # more live workers than the table holds: refuse without reading anything
-            LOG.info("Refusing Association (TooManyAssociations)")
-            try:
-                sock.setblocking(False)
-                sock.send(pdu.encode_associate_rj(2, 3, 2))
-            except OSError:
-                pass
-            sock.close()
-            return
+        if slot is None:
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        gc.freeze()  # keep the objects every worker inherits out of the workers' collections (no copy-on-write)
         pid = os.fork()
         if pid == 0:
-            self._run_child(sock, address, slot)
+            ours.close()
+            self._run_worker(theirs, slot)
+        theirs.close()
         scoreboard.assign(slot, pid)
-        self.children.add(pid)
-        sock.close()
+        handle = WorkerHandle(pid, ours, self.generation)
+        self.workers[pid] = handle
+        return handle
 
-    def _run_child(self, sock: socket.socket, address: tuple, slot: int) -> None:
-        """In the forked worker: serve the association, then exit without returning."""
+    def _run_worker(self, channel: socket.socket, slot: int) -> None:
+        """In a forked worker: serve the connections the supervisor sends, one at a time; never returns."""
         status = 0
         try:
             signal.set_wakeup_fd(-1)
@@ -160,9 +250,23 @@ class Supervisor:
             self.listener.close()
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
-            worker.handle_connection(sock, address, self.server, slot)
+            for handle in self.workers.values():
+                handle.channel.close()
+            scoreboard = self.server.scoreboard
+            for _ in range(WORKER_LIFETIME):
+                message, fds, _flags, _address = socket.recv_fds(channel, 256, 1)
+                if not fds:  # the supervisor closed the channel: retire
+                    break
+                host, port = message.decode().split("\n")
+                try:
+                    worker.handle_connection(socket.socket(fileno=fds[0]), (host, int(port)), self.server, slot)
+                except Exception:  # a bug must end only this association
+                    LOG.exception("association ended by an internal error")
+                finally:
+                    scoreboard.mark_idle(slot)
+                channel.sendall(_READY)
         except BaseException:
-            LOG.exception("association ended by an internal error")
+            LOG.exception("worker ended by an internal error")
             status = 1
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -173,36 +277,44 @@ class Supervisor:
             os._exit(status)
 
     def _reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                self.children.clear()
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
+            handle = self.workers.pop(pid, None)
+            if handle is not None:
+                handle.channel.close()
             if self.server.scoreboard is not None:
                 self.server.scoreboard.release_pid(pid)
             LOG.info("Cleaned up after child (%d)", pid)
 
+    def _live_children(self) -> bool:
+        self._reap()
+        try:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return True
+
     def _wait_for_children(self) -> None:
+        """At stop: let busy workers finish their associations (bounded), then end them."""
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        while self.children and time.monotonic() < deadline:
-            self._reap()
+        while self._live_children() and time.monotonic() < deadline:
             time.sleep(0.05)
         for signum in (signal.SIGTERM, signal.SIGKILL):
-            if not self.children:
+            if not self._live_children():
                 return
-            LOG.warning("ending %d association(s) still running after %.0f s", len(self.children), SHUTDOWN_GRACE)
-            for pid in list(self.children):
+            LOG.warning("ending association(s) still running after %.0f s", SHUTDOWN_GRACE)
+            for pid in list(self.workers):
                 try:
                     os.kill(pid, signum)
                 except ProcessLookupError:
                     pass
             end = time.monotonic() + 5
-            while self.children and time.monotonic() < end:
-                self._reap()
+            while self._live_children() and time.monotonic() < end:
                 time.sleep(0.05)
 
     def _reload_config(self) -> None:
@@ -216,6 +328,8 @@ class Supervisor:
             return
         self.server = dataclasses.replace(self.server, config=new_config,
                                           policy=AssociationPolicy(self.server.options, new_config))
+        self.generation += 1
+        self._dismiss_idle()  # forked with the old configuration; busy ones retire when they are done
         APP_LOG.info("re-read configuration file %s", path)
 
 

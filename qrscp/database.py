@@ -1,0 +1,563 @@
+"""A storage area: its ``index.dat``, registration of stored instances, and reads for find/move.
+
+:class:`StorageArea` is the reference's DB handle (ref §1, §2, §4, §7): it creates or validates the index
+when opened, registers instances under the exclusive ``flock`` (duplicates replaced, quota enforced,
+study descriptors maintained) and gives readers one consistent snapshot of columns under the shared
+lock. DCMTK's ``dcmqrscp``/``dcmqridx`` can use the same area at the same time.
+
+Speed that does not decay with the size of the area (decisions #7): a store does not read the whole
+index. An in-process cache knows the free slots, the slots of each SOP Instance UID and of each study;
+it is trusted only while the file is as we last saw it (size, modification time and the 44,000-byte
+descriptor block, which every DCMTK store rewrites) and rebuilt from the file otherwise, which takes a
+few column reads over an ``mmap``. Every slot the cache names is checked on disk before it is written.
+The columns read for find/move are cached under the same rule.
+"""
+from __future__ import annotations
+
+import heapq
+import mmap
+import os
+import secrets
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, NoReturn, Sequence
+
+from qrscp import index, locking, log, uids
+from qrscp.indexvalues import IndexValues
+
+LOG = log.get_logger(log.DB)
+
+#: read_columns keys naming a param by another name than its tag, and record fields that are no param.
+TAG_ALIASES = {"charset": 0x00080005}
+FIELD_ALIASES = {
+    "filename": index.FILENAME,
+    "sop_class_uid": index.SOP_CLASS_UID,
+    "instance_description": index.INSTANCE_DESCRIPTION,
+}
+SLOT = "slot"
+_MAX_NAME_TRIES = 1024
+#: Column reads touch nearly every page of the index: fault them in at once.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+class DatabaseError(Exception):
+    """The index cannot be used or changed; ``status_text`` is how the reference names the outcome."""
+
+    status_text = "Failed: UnableToProcess"
+
+
+class QuotaExceeded(DatabaseError):
+    """The image is larger than maxBytesPerStudy: the C-STORE is refused with 0xA700."""
+
+    status_text = "Refused: OutOfResources"
+
+
+@dataclass
+class Snapshot:
+    """The whole index at one moment: for printing, checking, repairing."""
+
+    descriptors: list[index.StudyDescriptor]
+    slot_count: int
+    records: list[tuple[int, index.Record]]   # live records with their slot numbers
+    partial_bytes: int                       # bytes of an incomplete record at the end of the file
+
+
+@dataclass
+class _Slots:
+    """Where things are in the index: the free slots, the slot of each SOP Instance UID and (built when
+    first needed, for quota evictions) the slots of each study."""
+
+    count: int                                    # slots in the file
+    free: list[int]                               # a heap
+    by_sop: dict[bytes, int]
+    more_by_sop: dict[bytes, set[int]] = field(default_factory=dict)   # instances indexed more than once
+    by_study: dict[bytes, set[int]] | None = None
+
+    def of_sop(self, sop_uid: bytes) -> set[int]:
+        slot = self.by_sop.get(sop_uid)
+        return set() if slot is None else {slot} | self.more_by_sop.get(sop_uid, set())
+
+    def add(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
+        first = self.by_sop.setdefault(sop_uid, slot)
+        if first != slot:
+            self.more_by_sop.setdefault(sop_uid, set()).add(slot)
+        if self.by_study is not None:
+            self.by_study.setdefault(study_uid, set()).add(slot)
+        self.count = max(self.count, slot + 1)
+
+    def remove(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
+        more = self.more_by_sop.get(sop_uid, set())
+        more.discard(slot)
+        if self.by_sop.get(sop_uid) == slot:
+            if more:
+                self.by_sop[sop_uid] = more.pop()
+            else:
+                del self.by_sop[sop_uid]
+        if not more:
+            self.more_by_sop.pop(sop_uid, None)
+        if self.by_study is not None:
+            self.by_study.get(study_uid, set()).discard(slot)
+        heapq.heappush(self.free, slot)
+
+
+@dataclass
+class _Cache:
+    """What we know about the index file while it is as we last saw it."""
+
+    key: tuple[int, int, int]            # inode, size, mtime_ns
+    descriptor_block: bytes
+    live: list[int] | None = None
+    columns: dict[object, list] = field(default_factory=dict)
+    slots: _Slots | None = None
+
+
+def _limit(value: int, upper: int, name: str) -> int:
+    """A configured limit clamped as the reference does (negative: the upper limit)."""
+    if value > upper:
+        LOG.warning("%s too large\n        setting to %d", name, upper)
+        return upper
+    return upper if value <= 0 else value
+
+
+class StorageArea:
+    """One storage area (the reference's DB handle). Not to be shared between threads; a handle that
+    crosses a ``fork`` reopens its index in the child (``flock`` locks follow open files)."""
+
+    def __init__(self, path: str, max_studies: int, max_bytes_per_study: int, *, delete_files: bool = True,
+                 create_directory: bool = True) -> None:
+        """Open the area ``path``, creating ``index.dat`` (and, with ``create_directory``, the directory,
+        decisions #12) or validating its header under ``LOCK_EX`` (ref §1.1). Raises
+        :class:`DatabaseError` with the reference's message, which is also logged."""
+        self.path = path
+        self.directory = os.path.abspath(path)
+        #: the index as named in messages (the reference's texts use the configured path)
+        self.index_path = os.path.join(path, index.FILE_NAME)
+        self._index_file = os.path.join(self.directory, index.FILE_NAME)
+        self.max_studies = _limit(max_studies, index.MAX_STUDIES, "maxStudiesPerStorageArea")
+        self.max_bytes_per_study = _limit(max_bytes_per_study, index.MAX_BYTES_PER_STUDY, "maxBytesPerStudy")
+        self.delete_files = delete_files
+        #: the handle's creation time: the first 8 hex digits of the names of the files it creates
+        self.creation_time = int(time.time())
+        self._fd = -1
+        self._pid = 0
+        self._map: mmap.mmap | None = None
+        self._cache: _Cache | None = None
+        if create_directory and not os.path.isdir(self.directory):
+            LOG.warning("storage area %s does not exist, creating it", path)
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+            except OSError as error:
+                self._fail(f"{path}: {error.strerror}")
+        self._open()
+
+    # --- file handling -------------------------------------------------------------------------------
+
+    def _fail(self, message: str) -> NoReturn:
+        LOG.error("%s", message)
+        raise DatabaseError(message)
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self._index_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            self._fail(f"{self.index_path}: {error.strerror}")
+        try:
+            with locking.exclusive(fd):
+                if os.fstat(fd).st_size == 0:
+                    os.pwrite(fd, index.HEADER, 0)
+                else:
+                    index.check_header(os.pread(fd, index.HEADER_SIZE, 0), self.index_path)
+        except (index.IndexFormatError, OSError) as error:
+            os.close(fd)
+            self._fail(str(error) if isinstance(error, index.IndexFormatError)
+                       else f"{self.index_path}: {error.strerror}")
+        self._fd, self._pid = fd, os.getpid()
+
+    def _reopen_if_needed(self) -> None:
+        """Reopen the index in a forked child, or if the file was replaced or removed."""
+        if self._fd < 0:
+            raise DatabaseError(f"{self.index_path}: storage area is closed")
+        try:
+            on_disk = os.stat(self._index_file)
+            opened = os.fstat(self._fd)
+            same = (on_disk.st_ino, on_disk.st_dev) == (opened.st_ino, opened.st_dev)
+        except FileNotFoundError:
+            same = False
+        if same and self._pid == os.getpid():
+            return
+        os.close(self._fd)  # after a fork the parent's descriptor stays open (and locked) in the parent
+        self._fd = -1
+        self._drop_map()
+        self._open()
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[_Cache]:
+        """The index locked (``LOCK_EX`` or ``LOCK_SH``) with a cache that is valid for it."""
+        self._reopen_if_needed()
+        with (locking.exclusive if exclusive else locking.shared)(self._fd):
+            yield self._refresh()
+
+    def _refresh(self) -> _Cache:
+        status = os.fstat(self._fd)
+        key = (status.st_ino, status.st_size, status.st_mtime_ns)
+        block = os.pread(self._fd, index.DESCRIPTORS_SIZE, index.DESCRIPTORS_OFFSET)
+        cache = self._cache
+        if cache is None or cache.key != key or cache.descriptor_block != block:
+            cache = self._cache = _Cache(key, block)
+        return cache
+
+    def _buffer(self) -> mmap.mmap | bytes:
+        """A read-only map of the whole index as it is now (under the lock)."""
+        size = self._cache.key[1] if self._cache else os.fstat(self._fd).st_size
+        if self._map is None or len(self._map) != size:
+            self._drop_map()
+            if size == 0:
+                return b""
+            self._map = mmap.mmap(self._fd, size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
+        return self._map
+
+    def _drop_map(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def _remember_own_write(self, cache: _Cache, block: bytes) -> None:
+        """After our own writes: the cache describes the file again (columns are re-read lazily)."""
+        status = os.fstat(self._fd)
+        cache.key = (status.st_ino, status.st_size, status.st_mtime_ns)
+        cache.descriptor_block = block
+        cache.live = None
+        cache.columns.clear()
+
+    def close(self) -> None:
+        """Release the index (a lock still held by this handle is released with it)."""
+        self._drop_map()
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
+        self._cache = None
+
+    def __enter__(self) -> "StorageArea":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _live(self, cache: _Cache) -> list[int]:
+        if cache.live is None:
+            cache.live = index.live_slots(self._buffer(), index.slot_count(cache.key[1]))
+        return cache.live
+
+    def _column(self, cache: _Cache, key: int | str) -> list:
+        column = cache.columns.get(key)
+        if column is None:
+            live = self._live(cache)
+            param = index.PARAM_BY_TAG.get(TAG_ALIASES.get(key, key))  # type: ignore[arg-type]
+            if key == SLOT:
+                column = live
+            elif param is not None:
+                column = index.param_column(self._buffer(), param, live)
+            elif isinstance(key, str) and (key in FIELD_ALIASES or key in index.STRING_FIELDS):
+                column = index.string_column(self._buffer(), FIELD_ALIASES.get(key) or index.STRING_FIELDS[key], live)
+            else:
+                raise KeyError(f"{key!r} is not stored in the index")
+            cache.columns[key] = column
+        return column
+
+    def read_columns(self, fields: Sequence[int | str]) -> dict[int | str, list]:
+        """One consistent snapshot (under ``LOCK_SH``) of all live records in slot order: for each field
+        the list of stored values (bytes up to the NUL). Int keys are tags (the first param with that tag),
+        str keys ``filename``, ``sop_class_uid``, ``charset``, ``instance_description``, a record field
+        name of :mod:`qrscp.index`, or ``slot`` (the record numbers, as ints)."""
+        with self._locked(exclusive=False) as cache:
+            return {key: list(self._column(cache, key)) for key in fields}
+
+    def read_snapshot(self) -> Snapshot:
+        """The whole index, decoded (under ``LOCK_SH``): for ``dcmqridx -p``, checks and repairs."""
+        with self._locked(exclusive=False) as cache:
+            buffer = self._buffer()
+            slots = index.slot_count(cache.key[1])
+            records = [(slot, index.read_record(buffer, slot)) for slot in self._live(cache)]
+            partial = max(0, cache.key[1] - index.RECORDS_OFFSET - slots * index.RECORD_SIZE)
+            return Snapshot(index.decode_descriptors(cache.descriptor_block), slots, records, partial)
+
+    # --- the slot cache ------------------------------------------------------------------------------
+
+    def _slots(self, cache: _Cache) -> _Slots:
+        if cache.slots is None:
+            live = self._live(cache)
+            count = index.slot_count(cache.key[1])
+            sops = index.param_column(self._buffer(), index.SOP_INSTANCE_UID, live)
+            slots = _Slots(count, sorted(set(range(count)).difference(live)), dict(zip(sops, live)))
+            if len(slots.by_sop) < len(live):  # some instance has several records (left by DCMTK, ref §1.8)
+                slots.by_sop = {}
+                for slot, sop_uid in zip(live, sops):
+                    slots.add(slot, sop_uid, b"")
+            cache.slots = slots
+        return cache.slots
+
+    def _study_slots(self, cache: _Cache, study_uid: bytes) -> set[int]:
+        """The live slots of a study, from the file as it is now (the cache keeps them up to date)."""
+        slots = self._slots(cache)
+        if slots.by_study is None:
+            buffer = self._buffer()
+            live = index.live_slots(buffer, index.slot_count(len(buffer)))
+            slots.by_study = {}
+            for slot, uid in zip(live, index.param_column(buffer, index.STUDY_INSTANCE_UID, live)):
+                slots.by_study.setdefault(uid, set()).add(slot)
+        return slots.by_study.get(study_uid, set())
+
+    def _rebuild_slots(self, cache: _Cache) -> None:
+        LOG.debug("index cache of %s out of date, rebuilding it", self.index_path)
+        cache.slots, cache.live = None, None
+        cache.columns.clear()
+        self._slots(cache)
+
+    def _read_record(self, slot: int) -> index.Record:
+        return index.decode_record(os.pread(self._fd, index.RECORD_SIZE, index.record_offset(slot)))
+
+    def _verified(self, cache: _Cache, lookup: Callable[[], set[int]],
+                  check: Callable[[index.Record], bool]) -> list[tuple[int, index.Record]]:
+        """The records in the slots ``lookup`` names, each checked on disk; a cache that named a wrong
+        slot is rebuilt and asked again."""
+        for _ in range(2):
+            found = [(slot, self._read_record(slot)) for slot in sorted(lookup())]
+            if all(not record.is_free and check(record) for _, record in found):
+                return found
+            self._rebuild_slots(cache)
+        raise DatabaseError(f"{self.index_path}: index records inconsistent")
+
+    # --- registration --------------------------------------------------------------------------------
+
+    def create_image_file(self, sop_class_uid: str) -> tuple[str, int]:
+        """A new, empty image file ``<area>/<prefix>_<8 hex creation time><8 hex random>.dcm`` (ref §1.9),
+        created exclusively so that no other process can take the same name (decisions #16).
+        Returns its absolute path and a descriptor open for writing; raises ``OSError``."""
+        prefix = uids.file_prefix(sop_class_uid)
+        for _ in range(_MAX_NAME_TRIES):
+            name = f"{prefix}_{self.creation_time & 0xFFFFFFFF:08x}{secrets.randbits(32):08x}.dcm"
+            path = os.path.join(self.directory, name)
+            try:
+                return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free image file name in {self.directory}")
+
+    def register(self, filename: str, sop_class_uid: str, values: IndexValues, *, is_new: bool = True) -> None:
+        """Register the stored file ``filename`` (the reference's ``storeRequest``), under ``LOCK_EX``.
+
+        Records of the same SOP Instance UID are replaced wherever they are (decisions #6), then the quota
+        is enforced (ref §4, evicting exactly the oldest study or the study's oldest images, decisions #1),
+        the study descriptor updated and the record written into the first free slot. Raises
+        :class:`QuotaExceeded` for an image larger than maxBytesPerStudy (nothing is changed then),
+        :class:`DatabaseError` if the file or the index cannot be used.
+        """
+        name = os.fsencode(filename)
+        if len(name) > index.FILENAME.size - 1:
+            raise DatabaseError(f"file name too long for the index: {filename}")
+        try:
+            image_size = os.stat(filename).st_size
+        except OSError as error:
+            raise DatabaseError(f"cannot access {filename}: {error.strerror}") from error
+        if image_size > self.max_bytes_per_study:
+            raise QuotaExceeded(f"image {filename} ({image_size} bytes) is larger than maxBytesPerStudy "
+                                f"({self.max_bytes_per_study} bytes)")
+        sop_uid = index.stored_value(index.SOP_INSTANCE_UID.field, values.values[index.SOP_INSTANCE_UID.tag])
+        study_uid = index.stored_value(index.STUDY_INSTANCE_UID.field, values.study_instance_uid)
+        record = index.Record(
+            filename=name, sop_class_uid=sop_class_uid.encode("latin-1"), recorded_date=0.0,
+            image_size=image_size, hstat=index.OBJECT_IS_NEW if is_new else index.OBJECT_IS_NOT_NEW,
+            params=index.param_values(values.values), instance_description=values.instance_description)
+        with self._locked(exclusive=True) as cache:
+            descriptors = index.decode_descriptors(cache.descriptor_block)
+            for slot, old in self._verified(cache, lambda: self._slots(cache).of_sop(sop_uid),
+                                            lambda r: r.sop_instance_uid == sop_uid):
+                self._remove(cache, slot, old, descriptors, keep=name)
+            study = self._make_room(cache, descriptors, study_uid, image_size, keep=name)
+            now = float(int(time.time()))
+            record.recorded_date = now
+            descriptor = descriptors[study]
+            descriptor.study_instance_uid = study_uid
+            descriptor.study_size += image_size
+            descriptor.last_recorded_date = now
+            descriptor.image_count += 1
+            self._write_record(cache, record, sop_uid, study_uid)
+            block = index.encode_descriptors(descriptors)
+            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._remember_own_write(cache, block)
+
+    def _find_study(self, descriptors: list[index.StudyDescriptor], study_uid: bytes) -> int | None:
+        """The descriptor of ``study_uid`` among the first maxStudies (ref §4 step 1)."""
+        for number, descriptor in enumerate(descriptors[:self.max_studies]):
+            if descriptor.in_use and descriptor.study_instance_uid == study_uid:
+                return number
+        return None
+
+    def _make_room(self, cache: _Cache, descriptors: list[index.StudyDescriptor], study_uid: bytes,
+                   image_size: int, keep: bytes) -> int:
+        """Enforce the quota for a new image of ``study_uid``; the number of its study descriptor."""
+        number = self._find_study(descriptors, study_uid)
+        if number is not None:
+            descriptor = descriptors[number]
+            excess = descriptor.study_size + image_size - self.max_bytes_per_study
+            if excess > 0:
+                self._delete_oldest_images(cache, descriptors, study_uid, excess, keep)
+            return number
+        for number, descriptor in enumerate(descriptors[:self.max_studies]):
+            if not descriptor.in_use:
+                descriptors[number] = index.StudyDescriptor()
+                return number
+        return self._delete_oldest_study(cache, descriptors, keep)
+
+    def _delete_oldest_images(self, cache: _Cache, descriptors: list[index.StudyDescriptor],
+                              study_uid: bytes, excess: int, keep: bytes) -> None:
+        """Delete the study's oldest images until ``excess`` bytes are freed (ties: lowest slot first)."""
+        images = self._verified(cache, lambda: self._study_slots(cache, study_uid),
+                                lambda r: r.study_instance_uid == study_uid)
+        freed = 0
+        for slot, record in sorted(images, key=lambda item: (item[1].recorded_date, item[0])):
+            if freed >= excess:
+                break
+            self._remove(cache, slot, record, descriptors, keep)
+            freed += record.image_size
+
+    def _delete_oldest_study(self, cache: _Cache, descriptors: list[index.StudyDescriptor], keep: bytes) -> int:
+        """Delete the study stored into least recently, exactly that study (decisions #1); its descriptor
+        number, now free."""
+        candidates = [(d.last_recorded_date, n) for n, d in enumerate(descriptors[:self.max_studies]) if d.in_use]
+        if not candidates:
+            raise DatabaseError(f"{self.index_path}: no study descriptor available")
+        number = min(candidates)[1]
+        study_uid = descriptors[number].study_instance_uid
+        for slot, record in self._verified(cache, lambda: self._study_slots(cache, study_uid),
+                                           lambda r: r.study_instance_uid == study_uid):
+            self._remove(cache, slot, record, descriptors, keep)
+        descriptors[number] = index.StudyDescriptor()
+        return number
+
+    def _remove(self, cache: _Cache, slot: int, record: index.Record,
+                descriptors: list[index.StudyDescriptor], keep: bytes) -> None:
+        """Free record ``slot``, account for it in its study descriptor, then delete its file."""
+        self._write(index.record_writes(slot, index.FREE_RECORD))  # before the file goes
+        self._slots(cache).remove(slot, record.sop_instance_uid, record.study_instance_uid)
+        number = self._find_study(descriptors, record.study_instance_uid)
+        if number is not None:
+            descriptor = descriptors[number]
+            descriptor.image_count -= 1
+            descriptor.study_size = max(0, descriptor.study_size - record.image_size)
+            if descriptor.image_count <= 0:
+                descriptors[number] = index.StudyDescriptor()
+        if record.filename != keep:
+            self._delete_file(os.fsdecode(record.filename))
+
+    def _delete_file(self, filename: str) -> None:
+        if not self.delete_files:
+            LOG.warning("file delete operations are disabled, keeping file: %s despite duplicate SOP "
+                        "Instance UID", filename)
+            return
+        LOG.warning("Deleting file: %s due to quota or duplicate SOP instance UID", filename)
+        try:
+            locking.delete_image_file(filename)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            LOG.error("cannot delete file: %s: %s", filename, error.strerror)
+
+    def _write_record(self, cache: _Cache, record: index.Record, sop_uid: bytes, study_uid: bytes) -> None:
+        """Write ``record`` into the first free slot (checked on disk) or at the end."""
+        slots = self._slots(cache)
+        slot = slots.count
+        while slots.free:
+            candidate = heapq.heappop(slots.free)
+            if index.slot_is_free(os.pread(self._fd, 1, index.liveness_offset(candidate))):
+                slot = candidate
+                break
+        self._write(index.record_writes(slot, index.encode_record(record)))
+        slots.add(slot, sop_uid, study_uid)
+
+    def _write(self, writes: list[tuple[int, bytes]]) -> None:
+        for offset, data in writes:
+            os.pwrite(self._fd, data, offset)
+
+    # --- maintenance ---------------------------------------------------------------------------------
+
+    def prune_invalid_records(self) -> None:
+        """Remove the records whose file is not readable, fixing the descriptors (ref §1.8)."""
+        with self._locked(exclusive=True) as cache:
+            filenames = self._column(cache, "filename")
+            dangling = [slot for slot, name in zip(self._live(cache), filenames) if not os.access(name, os.R_OK)]
+            if not dangling:
+                return
+            self._slots(cache)  # before the first record is freed
+            descriptors = index.decode_descriptors(cache.descriptor_block)
+            for slot in dangling:
+                record = self._read_record(slot)
+                LOG.warning("removing index record of unreadable file: %s", os.fsdecode(record.filename))
+                self._remove(cache, slot, record, descriptors, keep=record.filename)
+            block = index.encode_descriptors(descriptors)
+            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._remember_own_write(cache, block)
+
+    def repair(self, dangling: Mapping[int, bytes], backup_path: str | None = None) -> int:
+        """Under ``LOCK_EX``: copy the index to ``backup_path``, free the records ``dangling`` (slot ->
+        the file name the record must still have, else it is left alone), cut an incomplete record at the
+        end and rebuild every study descriptor from the records. Files are not touched. Returns the
+        number of records freed."""
+        with self._locked(exclusive=True) as cache:
+            if backup_path is not None:
+                self._copy_index(backup_path)
+            freed = 0
+            for slot, filename in dangling.items():
+                if slot < index.slot_count(cache.key[1]) and self._read_record(slot).filename == filename:
+                    self._write(index.record_writes(slot, index.FREE_RECORD))
+                    freed += 1
+            size = cache.key[1]
+            complete = index.RECORDS_OFFSET + index.slot_count(size) * index.RECORD_SIZE
+            if size > complete:
+                os.ftruncate(self._fd, complete)
+            self._cache = None
+            cache = self._refresh()
+            block = index.encode_descriptors(self._descriptors_from_records(cache))
+            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._remember_own_write(cache, block)
+            return freed
+
+    def _copy_index(self, path: str) -> None:
+        with open(path, "wb") as copy:
+            offset = 0
+            while chunk := os.pread(self._fd, 1 << 20, offset):
+                copy.write(chunk)
+                offset += len(chunk)
+
+    def _descriptors_from_records(self, cache: _Cache) -> list[index.StudyDescriptor]:
+        """Study descriptors recomputed from the live records; studies keep their descriptor numbers
+        where they had one."""
+        old = index.decode_descriptors(cache.descriptor_block)
+        buffer = self._buffer()
+        live = self._live(cache)
+        studies: dict[bytes, index.StudyDescriptor] = {}
+        for slot, study_uid in zip(live, index.param_column(buffer, index.STUDY_INSTANCE_UID, live)):
+            date, size = index.recorded_date_and_size(buffer, slot)
+            descriptor = studies.setdefault(study_uid, index.StudyDescriptor(study_uid))
+            descriptor.study_size += size
+            descriptor.image_count += 1
+            descriptor.last_recorded_date = max(descriptor.last_recorded_date, date)
+        descriptors = [index.StudyDescriptor() for _ in range(index.MAX_STUDIES)]
+        unplaced = []
+        for study_uid, descriptor in studies.items():
+            number = next((n for n, d in enumerate(old) if d.in_use and d.study_instance_uid == study_uid
+                           and not descriptors[n].in_use), None)
+            if number is None:
+                unplaced.append(descriptor)
+            else:
+                descriptors[number] = descriptor
+        free = (n for n, d in enumerate(descriptors) if not d.in_use)
+        for descriptor, number in zip(unplaced, free):
+            descriptors[number] = descriptor
+        if len(studies) > index.MAX_STUDIES:
+            LOG.warning("%s: %d studies, only %d have a study descriptor", self.index_path, len(studies),
+                        index.MAX_STUDIES)
+        return descriptors
