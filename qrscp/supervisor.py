@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from qrscp import config as config_module
 from qrscp import log, pdu, worker
 from qrscp.policy import AssociationPolicy
@@ -132,7 +134,8 @@ class Supervisor:
         finally:
             notify_systemd("STOPPING=1")
             self.listener.close()
-            self._dismiss_idle()
+            for handle in list(self.workers.values()):  # busy ones finish their association first
+                self._retire(handle)
             self._wait_for_children()
             if self.server.scoreboard is not None:
                 self.server.scoreboard.close()
@@ -264,7 +267,10 @@ class Supervisor:
                     LOG.exception("association ended by an internal error")
                 finally:
                     scoreboard.mark_idle(slot)
-                channel.sendall(_READY)
+                try:
+                    channel.sendall(_READY)
+                except OSError:  # the supervisor retired us (stop or reload) while we were busy
+                    break
         except BaseException:
             LOG.exception("worker ended by an internal error")
             status = 1
@@ -299,6 +305,10 @@ class Supervisor:
             return False
         return True
 
+    @staticmethod
+    def _children_pids() -> list[int]:
+        return [child.pid for child in psutil.Process().children()]
+
     def _wait_for_children(self) -> None:
         """At stop: let busy workers finish their associations (bounded), then end them."""
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -308,7 +318,7 @@ class Supervisor:
             if not self._live_children():
                 return
             LOG.warning("ending association(s) still running after %.0f s", SHUTDOWN_GRACE)
-            for pid in list(self.workers):
+            for pid in self._children_pids():
                 try:
                     os.kill(pid, signum)
                 except ProcessLookupError:

@@ -280,13 +280,32 @@ def test_sigterm_stops_the_supervisor_with_exit_0(tmp_path):
     assert server.stop() == 0
 
 
-def test_workers_are_reaped(tmp_path):
+def test_no_worker_left_behind(tmp_path):
+    """Workers are reused, so after a burst only the idle pool remains, and no zombie."""
+    import psutil
+
+    from qrscp.supervisor import MAX_IDLE_WORKERS
+
+    with Server(tmp_path, simple_config()) as server:
+        for _ in range(10):
+            assert echoscu(server.port).returncode == 0
+        time.sleep(0.5)
+        children = psutil.Process(server.process.pid).children()
+        assert 0 < len(children) <= MAX_IDLE_WORKERS
+        assert all(child.status() != psutil.STATUS_ZOMBIE for child in children)
+    assert all(not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE for child in children)
+
+
+def test_a_killed_worker_is_replaced_and_costs_only_its_association(tmp_path):
     import psutil
 
     with Server(tmp_path, simple_config()) as server:
-        for _ in range(5):
+        held = associate(server.port, [(Verification,)])
+        busy = [c for c in psutil.Process(server.process.pid).children()
+                if any(conn.status == psutil.CONN_ESTABLISHED for conn in c.net_connections())]
+        assert len(busy) == 1
+        busy[0].kill()
+        time.sleep(0.2)
+        assert not held.is_established or held.send_c_echo().Status is None
+        for _ in range(3):
             assert echoscu(server.port).returncode == 0
-        deadline = time.monotonic() + 5
-        while psutil.Process(server.process.pid).children():
-            assert time.monotonic() < deadline, "workers left behind"
-            time.sleep(0.05)
