@@ -17,7 +17,7 @@ from qrscp import acse, dimse, find, hostaccess, log, pdu, retrieve, storage, tr
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
 from qrscp.charset import CharsetPolicy, charset_policy
 from qrscp.config import AEEntry, Config
-from qrscp.database import StorageArea
+from qrscp.database import DatabaseError, StorageArea
 from qrscp.fileformat import OutputFormat
 from qrscp.options import Options
 from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
@@ -36,6 +36,18 @@ class Server:
     scoreboard: Scoreboard | None = None
     #: called when a peer negotiated the private shutdown SOP class (``--allow-shutdown``)
     request_shutdown: Callable[[], None] = lambda: None
+
+    #: open storage areas by (path, quota): kept across the associations a worker serves, so that
+    #: their index caches stay warm (each validates itself against the file at every use)
+    areas: dict[tuple[str, int, int], StorageArea] = field(default_factory=dict)
+
+    def area(self, entry: AEEntry) -> StorageArea:
+        """The storage area of ``entry`` (the reference's DB handle)."""
+        key = (entry.storage_area, entry.max_studies, entry.max_bytes_per_study)
+        area = self.areas.get(key)
+        if area is None:
+            area = self.areas[key] = StorageArea(*key)
+        return area
 
     @property
     def max_pdu(self) -> int:
@@ -64,7 +76,6 @@ class Session:
     entry: AEEntry
     #: operations performed, by name, for the closing summary line
     operations: Counter = field(default_factory=Counter)
-    _area: StorageArea | None = None
 
     @property
     def options(self) -> Options:
@@ -72,21 +83,14 @@ class Session:
 
     @property
     def area(self) -> StorageArea:
-        """The storage area of the called AE (the reference's DB handle), opened on first use."""
-        if self._area is None:
-            self._area = StorageArea(self.entry.storage_area, self.entry.max_studies,
-                                     self.entry.max_bytes_per_study)
-        return self._area
+        """The storage area of the called AE."""
+        return self.server.area(self.entry)
 
     def send(self, context_id: int, command: dimse.Command, dataset: bytes | None = None) -> None:
         """Send a message, logging it as the reference does."""
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(dimse.dump(command, incoming=False, dataset_present=dataset is not None))
         self.association.send_message(context_id, command, dataset)
-
-    def close(self) -> None:
-        if self._area is not None:
-            self._area.close()
 
 
 Service = Callable[[Session, int, dimse.Command], None]
@@ -162,12 +166,18 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], server: Ser
     LOG.info("Association Acknowledged (Max Send PDV: %d)", association.max_send_pdv)
     if not negotiation.accepted:
         LOG.info("    (but no valid presentation contexts)")
+    try:
+        server.area(entry)  # the reference opens (creates, validates) the index at every association
+    except DatabaseError:
+        LOG.error("dispatch: cannot create DB Handle")
+        LOG.error("DIMSE Failure (aborting association): 000c:0001 Index database error")
+        association.abort()
+        return
     session = Session(server, association, entry)
     started = time.monotonic()
     try:
         _dispatch(session)
     finally:
-        session.close()
         if LOG.isEnabledFor(logging.INFO):
             counts = ", ".join(f"{n} {name}" for name, n in sorted(session.operations.items())) or "no operations"
             LOG.info("Association Summary (%s:%s -> %s): %s in %.3f s", peer_host, rq.calling_ae_title,
