@@ -142,7 +142,11 @@ def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_c
             return
         parts: list[bytes] = []
         association.receive_dataset(context_id, lambda data: parts.append(bytes(data)), timeout)
-        data, target = fileformat.convert_dataset(b"".join(parts), transfer_syntax, fmt)
-        if fmt.write_file:
-            file.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, target, source))
+        target = fmt.target_syntax(transfer_syntax)
+        meta = fileformat.file_meta(sop_class_uid, sop_instance_uid, target, source) if fmt.write_file else b""
+        try:
+            data, target = fileformat.convert_dataset(b"".join(parts), transfer_syntax, fmt, len(meta))
+        except ValueError as error:
+            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+        file.write(meta)
         file.write(data)
