@@ -1,0 +1,136 @@
+"""Operations (issue 7): log configuration files, signals, the systemd unit, the association summary."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from conftest import ROOT, Server, echoscu, needs_dcmtk, simple_config
+
+pytestmark = needs_dcmtk
+
+DCMTK_FILELOG = "/etc/dcmtk/filelog.cfg"
+DCMTK_LOGGER = "/etc/dcmtk/logger.cfg"
+
+
+def _open_association(port: int, called: str = "QRSCP"):
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    return assoc
+
+
+@pytest.mark.skipif(not os.path.exists(DCMTK_FILELOG), reason="DCMTK's filelog.cfg is not installed")
+def test_dcmtk_filelog_cfg_writes_dcmqrscp_log(tmp_path):
+    with Server(tmp_path, simple_config(), "-lc", DCMTK_FILELOG) as server:
+        assert echoscu(server.port).returncode == 0
+        time.sleep(0.3)
+    lines = (tmp_path / "dcmqrscp.log").read_text().splitlines()
+    pattern = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  INFO - dcmqrdb  - "
+                         r"Association Received \(localhost:ECHOSCU -> QRSCP\)$")
+    assert any(pattern.match(line) for line in lines), lines
+    assert any(line.endswith("DEBUG - dcmqrdb  - Association Received: localhost") for line in lines)
+
+
+@pytest.mark.skipif(not os.path.exists(DCMTK_LOGGER), reason="DCMTK's logger.cfg is not installed")
+def test_dcmtk_logger_cfg_is_accepted(tmp_path):
+    with Server(tmp_path, simple_config(), "-lc", DCMTK_LOGGER) as server:
+        assert echoscu(server.port).returncode == 0
+
+
+def test_verbose_logs_one_summary_line_per_association(tmp_path):
+    with Server(tmp_path, simple_config(), "-v") as server:
+        assert echoscu(server.port).returncode == 0
+        time.sleep(0.3)
+        summary = [line for line in server.log.splitlines() if "Association Summary" in line]
+    assert len(summary) == 1
+    assert re.match(r"I: Association Summary \(localhost:ECHOSCU -> QRSCP\): 1 C-ECHO in \d+\.\d+ s", summary[0])
+
+
+def test_sigterm_lets_a_running_association_finish_then_exits_0(tmp_path):
+    server = Server(tmp_path, simple_config())
+    assoc = _open_association(server.port)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert server.process.poll() is None, "the supervisor must wait for the running association"
+    assert echoscu(server.port).returncode != 0, "no new association after SIGTERM"
+    assert assoc.send_c_echo().Status == 0
+    assoc.release()
+    assert server.process.wait(20) == 0
+    server.stop()
+
+
+def test_sighup_rereads_the_configuration_for_new_associations(tmp_path):
+    with Server(tmp_path, simple_config()) as server:
+        assert echoscu(server.port, called="LATER").returncode != 0
+        server.config_path.write_text(server.config_path.read_text().replace(
+            "AETable END", "LATER later RW (10, 10mb) ANY\nAETable END"))
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while echoscu(server.port, called="LATER").returncode != 0:
+            assert time.monotonic() < deadline, "the new AE title was not taken up"
+            time.sleep(0.1)
+        # a broken file is reported and the running configuration kept
+        server.config_path.write_text("AETable BEGIN\n")
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert echoscu(server.port, called="LATER").returncode == 0
+        assert "keeping the previous configuration" in server.log
+
+
+def test_sighup_does_not_disturb_a_running_association(tmp_path):
+    with Server(tmp_path, simple_config()) as server:
+        assoc = _open_association(server.port)
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert echoscu(server.port).returncode == 0
+
+
+def test_systemd_unit_verifies():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = ROOT / "scripts" / "dcmqrscp.service"
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    # the unit names a user and an ExecStart path that exist only once installed
+    problems = [line for line in result.stderr.splitlines()
+                if line.strip() and "/usr/local/bin/dcmqrscp" not in line and "qrscp" not in line.split(":")[0]]
+    assert not problems, result.stderr
+
+
+def test_systemd_unit_is_type_notify_and_hardened():
+    unit = (ROOT / "scripts" / "dcmqrscp.service").read_text()
+    for setting in ("Type=notify", "User=qrscp", "ProtectSystem=strict", "ReadWritePaths=/var/lib/qrscp",
+                    "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "KillMode=mixed"):
+        assert setting in unit
+
+
+def test_ready_notification_is_sent_once_the_port_is_bound(tmp_path):
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(20)
+        os.environ["NOTIFY_SOCKET"] = address
+        try:
+            server = Server(tmp_path, simple_config())
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        try:
+            message = listener.recv(1024).decode()
+            assert message.startswith("READY=1")
+            assert f"MAINPID={server.process.pid}" in message
+        finally:
+            server.stop()
+        assert listener.recv(1024).decode().startswith("STOPPING=1")
