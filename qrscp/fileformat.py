@@ -28,6 +28,7 @@ groups above 0006, so neither can produce what DCMTK writes.
 from __future__ import annotations
 
 import array
+import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -616,14 +617,15 @@ def _sop_uids(file: BinaryIO, transfer_syntax: str) -> tuple[str, str]:
     return _top_level_uids(data, transfer_syntax)
 
 
-def read_stored_file(path: str) -> StoredFile:
+def read_stored_file(path: str, content: bytes | None = None) -> StoredFile:
     """Where the data set of the file ``path`` starts, its transfer syntax and SOP UIDs.
 
-    Reads the preamble and meta information only; the data set is read only for what the meta information
-    lacks (files written with ``-F``: transfer syntax detected as DCMTK does, SOP UIDs from the data set).
+    Reads the preamble and meta information only (from ``content`` when the caller already holds the
+    file's bytes); the data set is read only for what the meta information lacks (files written with
+    ``-F``: transfer syntax detected as DCMTK does, SOP UIDs from the data set).
     Raises OSError if the file cannot be read, ValueError if it is not a DICOM file.
     """
-    with open(path, "rb") as file:
+    with (open(path, "rb") if content is None else io.BytesIO(content)) as file:
         head = file.read(len(PREAMBLE))
         meta: dict[int, bytes] = {}
         dataset_offset = 0

@@ -55,6 +55,8 @@ class Sender:
     """Sends one stored instance as a C-STORE request and returns the peer's status."""
 
     label = "Move"
+    #: set when a C-CANCEL-RQ arrived while a sub-operation was under way (C-GET)
+    cancelled = False
 
     def send(self, instance: Instance, stored: fileformat.StoredFile, data: bytes, priority: int) -> int:
         raise NotImplementedError
@@ -72,7 +74,7 @@ def _read_instance(instance: Instance) -> tuple[fileformat.StoredFile, bytes]:
     except OSError as error:  # the quota system may have deleted it since the match
         raise SubOperationFailed(f"cannot open file {instance.filename}: {error.strerror}") from error
     try:
-        stored = fileformat.read_stored_file(instance.filename)
+        stored = fileformat.read_stored_file(instance.filename, content)
     except (OSError, ValueError) as error:
         raise SubOperationFailed(f"cannot read file {instance.filename}: {error}") from error
     return stored, content[stored.dataset_offset:]
@@ -164,7 +166,6 @@ class SameAssociationSender(Sender):
         self.association = association
         self.get_message_id = get_message_id
         self.timeout = timeout
-        self.cancelled = False
 
     def send(self, instance: Instance, stored: fileformat.StoredFile, data: bytes, priority: int) -> int:
         context = _pick_context(self.association, instance, stored, True)
@@ -333,11 +334,11 @@ def _run(session, context_id: int, request: dimse.Command, retrieval: Retrieval,
     number = 0
     try:
         while retrieval.remaining:
-            if association.cancel_requested(message_id) or getattr(retrieval.sender, "cancelled", False):
+            if association.cancel_requested(message_id) or retrieval.sender.cancelled:
                 status = CANCEL
                 break
             retrieval.do_next()
-            if getattr(retrieval.sender, "cancelled", False):
+            if retrieval.sender.cancelled:
                 status = CANCEL
                 break
             number += 1
