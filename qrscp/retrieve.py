@@ -353,9 +353,11 @@ def _run(session, context_id: int, request: dimse.Command, retrieval: Retrieval,
 
 def _final(session, context_id: int, request: dimse.Command, status: int, retrieval: Retrieval | None,
            number: int, label: str) -> None:
-    fields = retrieval.counters(status == CANCEL) if retrieval is not None else {}
+    """The final response; a refused request (``retrieval`` None) reports zero sub-operations."""
+    retrieval = retrieval or Retrieval([], Sender())
+    fields = retrieval.counters(status == CANCEL)
     dataset = None
-    if retrieval is not None and retrieval.failed_uids and status not in (SUCCESS, PENDING):
+    if retrieval.failed_uids and status not in (SUCCESS, PENDING):
         dataset = datasets.encode_identifier(_failed_list(retrieval.failed_uids),
                                              session.association.contexts[context_id].transfer_syntax)
     LOG.info("%s SCP Response %d [status: %s]", label, number, dimse.status_category(status))
@@ -372,7 +374,7 @@ def handle_move(session, context_id: int, request: dimse.Command) -> None:
         _final(session, context_id, request, matched, None, 1, "Move")
         return
     if not matched:
-        _final(session, context_id, request, SUCCESS, Retrieval([], Sender()), 1, "Move")
+        _final(session, context_id, request, SUCCESS, None, 1, "Move")
         return
     destination = request.get("MoveDestination", "")
     peer = _move_destination(session, destination)

@@ -1,0 +1,680 @@
+"""C-MOVE and C-GET of qrscp alone, driven by DCMTK's clients and listeners and by pynetdicom (ref §6.4-6.5).
+
+The first part holds helpers that ``test_retrieve_differential.py`` shares: running DCMTK's ``movescu`` /
+``getscu`` and reading their responses, a DCMTK ``storescp`` listener, a recording pynetdicom storage SCP,
+and a canonical form of a data set that does not depend on its transfer syntax.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    MRImageStorage,
+)
+from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from conftest import Server, dcmtk, dcmtk_env, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config, \
+    wait_for_port
+from corpus import make_instance, uid, write_instance
+
+pytestmark = [pytest.mark.dcmtk, needs_dcmtk]
+
+AE_TITLE = "QRSCP"
+UNCOMPRESSED = (ExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian)
+
+
+# --- movescu / getscu and their responses -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Response:
+    """One C-MOVE-RSP or C-GET-RSP as DCMTK's ``movescu -d`` / ``getscu -d`` prints it.
+
+    The counters are the printed strings: a number, or ``none`` when the response does not carry it.
+    """
+
+    status: int
+    remaining: str
+    completed: str
+    failed: str
+    warning: str
+    identifier: tuple[str, ...] = ()
+
+    @property
+    def failed_uids(self) -> list[str]:
+        """The Failed SOP Instance UID List (0008,0058) of the response identifier, if any."""
+        for line in self.identifier:
+            if line.startswith("(0008,0058)"):
+                return line[line.index("[") + 1:line.rindex("]")].split("\\")
+        return []
+
+
+_FIELD = re.compile(r"^D: (Message Type|Remaining Suboperations|Completed Suboperations|Failed Suboperations|"
+                    r"Warning Suboperations|DIMSE Status)\s*: (\S+)")
+
+
+def retrieve_responses(output: str) -> list[Response]:
+    """The C-MOVE/C-GET responses in the ``-d`` output of movescu or getscu, in order."""
+    responses: list[Response] = []
+    fields: dict[str, str] | None = None  # of the incoming DIMSE message being read
+    reading_identifier = False  # the dump of the last response's identifier
+    for line in output.splitlines():
+        if reading_identifier:
+            if line.startswith("D: ("):
+                last = responses[-1]
+                responses[-1] = replace(last, identifier=(*last.identifier, line[3:].split(" #")[0].rstrip()))
+                continue
+            if line.startswith("D: #") or line.rstrip() == "D:":
+                continue
+            reading_identifier = False
+        if line.startswith("D: ===================== INCOMING DIMSE MESSAGE"):
+            fields = {}
+        elif fields is not None and line.startswith("D: ======================= END DIMSE MESSAGE"):
+            if fields.get("Message Type") in ("C-MOVE", "C-GET"):
+                responses.append(Response(int(fields["DIMSE Status"].rstrip(":"), 16),
+                                          fields["Remaining Suboperations"], fields["Completed Suboperations"],
+                                          fields["Failed Suboperations"], fields["Warning Suboperations"]))
+            fields = None
+        elif fields is not None and (match := _FIELD.match(line)):
+            fields[match.group(1)] = match.group(2)
+        elif line.startswith("D: Response Identifiers:") and responses:
+            reading_identifier = True
+    return responses
+
+
+def movescu(port: int, model: str, keys: tuple[str, ...], *options: str, destination: str = "DEST",
+            calling: str = "MOVESCU", timeout: float = 60) -> tuple[list[Response], str]:
+    """DCMTK's movescu (``model``: ``-P``/``-S``/``-O``): its responses and its whole output."""
+    arguments = [arg for key in keys for arg in ("-k", key)]
+    result = run_dcmtk("movescu", "-d", model, "-aet", calling, "-aec", AE_TITLE, "-aem", destination, *options,
+                       *arguments, "127.0.0.1", str(port), timeout=timeout)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    return retrieve_responses(output), output
+
+
+def getscu(port: int, model: str, keys: tuple[str, ...], directory: Path, *options: str,
+           calling: str = "GETSCU", timeout: float = 60) -> tuple[list[Response], str]:
+    """DCMTK's getscu storing into ``directory``: its responses and its whole output."""
+    arguments = [arg for key in keys for arg in ("-k", key)]
+    directory.mkdir(parents=True, exist_ok=True)
+    result = run_dcmtk("getscu", "-d", model, "-aet", calling, "-aec", AE_TITLE, "-od", str(directory), *options,
+                       *arguments, "127.0.0.1", str(port), timeout=timeout)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    return retrieve_responses(output), output
+
+
+# --- listeners ---------------------------------------------------------------------------------------
+
+@contextmanager
+def storescp(directory: Path, *options: str, ae_title: str = "DEST") -> Iterator[int]:
+    """DCMTK's storescp writing into ``directory`` on a free port (yielded) until the block ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(directory.parent / f"storescp-{port}.log", "wb") as log:
+        process = subprocess.Popen([dcmtk("storescp"), "-aet", ae_title, "-od", str(directory), *options,
+                                    str(port)], env=dcmtk_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process=process)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class StoreRecord:
+    """What a :class:`StorageSCP` saw of one C-STORE-RQ."""
+
+    calling_ae_title: str
+    message_id: int
+    priority: int
+    move_originator_ae_title: str | None
+    move_originator_message_id: int | None
+    sop_instance_uid: str
+
+
+@dataclass
+class StorageSCP:
+    """A pynetdicom storage SCP on 127.0.0.1 that records every C-STORE it receives.
+
+    It accepts ``sop_classes`` with ``transfer_syntaxes`` (only for called AE ``ae_title``) and sleeps
+    ``delay`` seconds in each C-STORE before answering Success.
+    """
+
+    sop_classes: tuple[str, ...] = (CTImageStorage, MRImageStorage)
+    transfer_syntaxes: tuple[str, ...] = UNCOMPRESSED
+    delay: float = 0.0
+    ae_title: str = "DEST"
+    records: list[StoreRecord] = field(default_factory=list)
+    port: int = 0
+
+    def _on_store(self, event) -> int:
+        request = event.request
+        self.records.append(StoreRecord(
+            event.assoc.requestor.ae_title, request.MessageID, request.Priority,
+            request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID,
+            request.AffectedSOPInstanceUID))
+        time.sleep(self.delay)
+        return 0x0000
+
+    @contextmanager
+    def running(self) -> Iterator["StorageSCP"]:
+        """Listen on a free port (``self.port``) until the block ends."""
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        for sop_class in self.sop_classes:
+            ae.add_supported_context(sop_class, list(self.transfer_syntaxes))
+        self.port = free_port()
+        server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        try:
+            yield self
+        finally:
+            server.shutdown()
+
+
+# --- data sets -----------------------------------------------------------------------------------------
+
+_WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def canonical(dataset: Dataset, big_endian: bool) -> list:
+    """``dataset`` as (tag, value) pairs that equal for equal content in any uncompressed transfer syntax.
+
+    Values are the decoded ones; byte values of word VRs are brought to little endian.
+    """
+    result: list = []
+    for element in dataset:
+        value = element.value
+        if element.VR == "SQ":
+            value = [canonical(item, big_endian) for item in value]
+        elif isinstance(value, bytes):
+            size = _WORD_SIZE.get(element.VR, 1)
+            if big_endian and size > 1:
+                value = b"".join(value[i:i + size][::-1] for i in range(0, len(value), size))
+        elif isinstance(value, MultiValue):
+            value = [str(item) for item in value]
+        elif value is not None:
+            value = str(value)
+        result.append((int(element.tag), value))
+    return result
+
+
+def read_canonical(path: Path) -> tuple[str, str, list]:
+    """(SOP Instance UID, transfer syntax, canonical data set) of a DICOM file."""
+    dataset = dcmread(path)
+    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    return str(dataset.SOPInstanceUID), syntax, canonical(dataset, syntax == ExplicitVRBigEndian)
+
+
+def received(directory: Path) -> dict[str, tuple[str, list]]:
+    """SOP Instance UID -> (transfer syntax, canonical data set) of every file in ``directory``."""
+    files = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            sop_instance_uid, syntax, content = read_canonical(path)
+            files[sop_instance_uid] = (syntax, content)
+    return files
+
+
+# --- the instances and our server ----------------------------------------------------------------------
+
+STUDY_A = uid(50, 1)
+"""8 CT and 2 MR instances, explicit VR little endian."""
+STUDY_B = uid(50, 2)
+"""A CT in implicit VR little endian, a CT in explicit VR big endian, an MR in explicit VR little endian."""
+STUDY_C = uid(50, 3)
+"""One CT, JPEG lossless (made by DCMTK's dcmcjpeg)."""
+
+
+def study_keys(study_uid: str) -> tuple[str, ...]:
+    """movescu/getscu keys of a Study Root STUDY-level retrieve."""
+    return "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}"
+
+
+def study_identifier(study_uid: str) -> Dataset:
+    """The identifier of a Study Root STUDY-level retrieve."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    return identifier
+
+
+@dataclass(frozen=True)
+class Instances:
+    """The files of the three studies, in storing order (each file is named after its SOP Instance UID)."""
+
+    study_a: list[Path]
+    study_b: list[Path]
+    study_c: list[Path]
+
+
+def uids(files: list[Path]) -> list[str]:
+    """The SOP Instance UIDs of ``files``."""
+    return [path.stem for path in files]
+
+
+def _write(directory: Path, sop_class: str, study: str, series: int, number: int,
+           syntax: str = ExplicitVRLittleEndian) -> Path:
+    """Write instance ``number`` of ``series`` of ``study`` in ``syntax``."""
+    dataset = make_instance(sop_class, syntax, PatientID="PATRET", PatientName="Retrieve^Test",
+                            StudyInstanceUID=study, SeriesInstanceUID=f"{study}.{series}",
+                            SOPInstanceUID=f"{study}.{series}.{number}", SeriesNumber=str(series),
+                            InstanceNumber=str(number))
+    return write_instance(dataset, directory / f"{dataset.SOPInstanceUID}.dcm")
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> Instances:
+    """The instances of studies A, B and C as files."""
+    directory = tmp_path_factory.mktemp("instances")
+    study_a = [_write(directory, CTImageStorage, STUDY_A, 1, n) for n in range(1, 9)]
+    study_a += [_write(directory, MRImageStorage, STUDY_A, 2, n) for n in (1, 2)]
+    study_b = [_write(directory, CTImageStorage, STUDY_B, 1, 1, ImplicitVRLittleEndian),
+               _write(directory, CTImageStorage, STUDY_B, 1, 2, ExplicitVRBigEndian),
+               _write(directory, MRImageStorage, STUDY_B, 2, 1)]
+    (directory / "uncompressed").mkdir()
+    uncompressed = _write(directory / "uncompressed", CTImageStorage, STUDY_C, 1, 1)
+    jpeg = directory / uncompressed.name
+    result = run_dcmtk("dcmcjpeg", str(uncompressed), str(jpeg))  # JPEG lossless, first-order prediction
+    assert result.returncode == 0, result.stderr.decode()
+    assert dcmread(jpeg).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    return Instances(study_a, study_b, [jpeg])
+
+
+def serve(directory: Path, area: Path, *options: str, host_table: str = "", vendor_table: str = "",
+          titles: tuple[str, ...] = (AE_TITLE,)) -> Server:
+    """Our server in ``directory`` with ``options``: every AE of ``titles`` on ``area``, any peer."""
+    directory.mkdir(parents=True)
+    area.mkdir(parents=True, exist_ok=True)
+    config = simple_config({title: f"{area} RW (200, 1024mb) ANY" for title in titles}, host_table=host_table,
+                           vendor_table=vendor_table)
+    return Server(directory, config, *options)
+
+
+def store(port: int, files: list[Path], *options: str) -> None:
+    """Store ``files``, in this order, with DCMTK's storescu."""
+    result = run_dcmtk("storescu", "-aec", AE_TITLE, *options, "127.0.0.1", str(port), *map(str, files))
+    assert result.returncode == 0 and b"E:" not in result.stdout + result.stderr, result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def area(tmp_path_factory: pytest.TempPathFactory, instances: Instances) -> Path:
+    """A storage area holding studies A and B, for the tests that do not change it."""
+    base = tmp_path_factory.mktemp("shared")
+    with serve(base / "filling", base / "area") as server:
+        store(server.port, instances.study_a + instances.study_b)
+    return base / "area"
+
+
+def stored_files(area: Path) -> dict[str, Path]:
+    """SOP Instance UID -> file of every image file in ``area``."""
+    files = {}
+    for path in area.iterdir():
+        if path.name != "index.dat":
+            files[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
+    return files
+
+
+@contextmanager
+def associate(port: int, *abstract_syntaxes: str, calling: str = "SCU", called: str = AE_TITLE,
+              scp_roles: tuple[str, ...] = (), handlers: list | None = None) -> Iterator[Association]:
+    """A pynetdicom association to our server proposing ``abstract_syntaxes`` (the requestor is SCP of
+    ``scp_roles``), released at the end of the block."""
+    ae = AE(ae_title=calling)
+    for abstract_syntax in abstract_syntaxes:
+        ae.add_requested_context(abstract_syntax)
+    association = ae.associate("127.0.0.1", port, ae_title=called, evt_handlers=handlers,
+                               ext_neg=[build_role(sop_class, scp_role=True) for sop_class in scp_roles] or None)
+    assert association.is_established
+    try:
+        yield association
+    finally:
+        if association.is_established:
+            association.release()
+
+
+def context_results(association: Association) -> dict[str, int]:
+    """Abstract syntax -> presentation context result (0 accepted, 1 user rejection, 3 not supported)."""
+    return {str(context.abstract_syntax): context.result
+            for context in association.accepted_contexts + association.rejected_contexts}
+
+
+def find_images(port: int, study_uid: str) -> list[str]:
+    """The SOP Instance UIDs of ``study_uid`` that a Study Root IMAGE-level C-FIND returns."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = study_uid
+    identifier.SeriesInstanceUID = ""
+    identifier.SOPInstanceUID = ""
+    with associate(port, StudyRootQueryRetrieveInformationModelFind) as association:
+        return [str(found.SOPInstanceUID) for status, found in
+                association.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                if status and status.Status == 0xFF00]
+
+
+def final(responses: list[Response]) -> tuple[int, str, str, str]:
+    """Status, completed, failed and warning counters of the final response."""
+    assert responses, "no response"
+    last = responses[-1]
+    return last.status, last.completed, last.failed, last.warning
+
+
+# --- move destinations -----------------------------------------------------------------------------------
+
+def test_unknown_destination(tmp_path: Path, area: Path) -> None:
+    with serve(tmp_path / "server", area) as server:
+        responses, output = movescu(server.port, "-S", study_keys(STUDY_A), destination="NOWHERE")
+    assert [response.status for response in responses] == [0xA801], output
+    assert responses[0].failed_uids == []
+
+
+def test_move_aetitle_restricts_the_destination_to_the_requester(tmp_path: Path, area: Path) -> None:
+    """``-ZA``: only a move to the requesting AE title itself is allowed."""
+    with storescp(tmp_path / "dest") as port, serve(
+            tmp_path / "server", area, "-ZA",
+            host_table=f"DEST = (DEST, 127.0.0.1, {port})\nMOVESCU = (MOVESCU, 127.0.0.1, {port})") as server:
+        to_other, output = movescu(server.port, "-S", study_keys(STUDY_B), destination="DEST", calling="MOVESCU")
+        to_self, _ = movescu(server.port, "-S", study_keys(STUDY_B), destination="MOVESCU", calling="MOVESCU")
+    assert [response.status for response in to_other] == [0xA801], output
+    assert final(to_self) == (0x0000, "3", "0", "0")
+
+
+@pytest.mark.parametrize("options, allowed, refused", [
+    (("-ZH",), "BYNAME", "BYADDRESS"),  # the requester's host is the reverse lookup of 127.0.0.1: localhost
+    (("-ZH", "-dhl"), "BYADDRESS", "BYNAME"),  # without host name lookup it is the address itself
+])
+def test_move_host_compares_host_strings(tmp_path: Path, area: Path, options: tuple[str, ...], allowed: str,
+                                         refused: str) -> None:
+    """``-ZH``: the destination's configured host string must equal the requester's host as the server sees it."""
+    with storescp(tmp_path / "dest") as port, serve(
+            tmp_path / "server", area, *options,
+            host_table=f"BYNAME = (BYNAME, localhost, {port})\nBYADDRESS = (BYADDRESS, 127.0.0.1, {port})") as server:
+        good, _ = movescu(server.port, "-S", study_keys(STUDY_B), destination=allowed)
+        bad, output = movescu(server.port, "-S", study_keys(STUDY_B), destination=refused)
+    assert final(good) == (0x0000, "3", "0", "0")
+    assert [response.status for response in bad] == [0xA801], output
+
+
+def test_move_vendor_needs_both_aes_in_one_vendor_entry(tmp_path: Path, area: Path) -> None:
+    """``-ZV``: the requesting AE and the destination must share a VendorTable entry."""
+    with storescp(tmp_path / "dest") as port, serve(
+            tmp_path / "server", area, "-ZV",
+            host_table=f"DEST = (DEST, 127.0.0.1, {port})\nOTHER = (OTHER, 127.0.0.1, {port})\n"
+                       "MOVESCU = (MOVESCU, localhost, 104)",
+            vendor_table='"Acme Imaging" = MOVESCU, DEST') as server:
+        same_vendor, _ = movescu(server.port, "-S", study_keys(STUDY_B), calling="MOVESCU", destination="DEST")
+        other_destination, _ = movescu(server.port, "-S", study_keys(STUDY_B), calling="MOVESCU",
+                                       destination="OTHER")
+        unknown_requester, _ = movescu(server.port, "-S", study_keys(STUDY_B), calling="STRANGER",
+                                       destination="DEST")
+    assert final(same_vendor) == (0x0000, "3", "0", "0")
+    assert [response.status for response in other_destination] == [0xA801]
+    assert [response.status for response in unknown_requester] == [0xA801]
+
+
+def test_check_move(tmp_path: Path, area: Path) -> None:
+    """``--check-move``: an identifier with a key not allowed at its level is refused with 0xA900."""
+    with storescp(tmp_path / "dest") as port, serve(tmp_path / "server", area, "-XM",
+                                                    host_table=f"DEST = (DEST, 127.0.0.1, {port})") as server:
+        valid, _ = movescu(server.port, "-S", study_keys(STUDY_B))
+        with_patient_id, _ = movescu(server.port, "-S", (*study_keys(STUDY_B), "PatientID=PATRET"))
+        get_with_patient_id, _ = getscu(server.port, "-S", (*study_keys(STUDY_B), "PatientID=PATRET"),
+                                        tmp_path / "get")
+    assert final(valid) == (0x0000, "3", "0", "0")
+    assert [response.status for response in with_patient_id] == [0xA900]
+    assert [response.status for response in get_with_patient_id] == [0xA900]
+    assert not any((tmp_path / "get").iterdir())
+
+
+# --- presentation contexts -------------------------------------------------------------------------------
+
+def test_require_find_refuses_move_and_get_without_find(tmp_path: Path, area: Path) -> None:
+    """``--require-find``: MOVE and GET contexts need the FIND context of their model (decisions #9)."""
+    with serve(tmp_path / "server", area, "--require-find") as server:
+        with associate(server.port, StudyRootQueryRetrieveInformationModelMove,
+                       StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelFind,
+                       PatientRootQueryRetrieveInformationModelMove) as association:
+            results = context_results(association)
+        get_responses, get_output = getscu(server.port, "-S", study_keys(STUDY_B), tmp_path / "get")
+        move_responses, _ = movescu(server.port, "-S", study_keys(STUDY_B), destination="NOWHERE")
+    assert results == {StudyRootQueryRetrieveInformationModelMove: 1, StudyRootQueryRetrieveInformationModelGet: 1,
+                       PatientRootQueryRetrieveInformationModelFind: 0,
+                       PatientRootQueryRetrieveInformationModelMove: 0}
+    assert get_responses == [] and "No adequate Presentation Contexts" in get_output  # getscu proposes no FIND
+    assert [response.status for response in move_responses] == [0xA801]  # movescu proposes FIND and MOVE
+
+
+def test_disable_get(tmp_path: Path, area: Path) -> None:
+    """``--disable-get``: the GET contexts are refused (abstract syntax not supported), getscu cannot work."""
+    with serve(tmp_path / "server", area, "--disable-get") as server:
+        with associate(server.port, StudyRootQueryRetrieveInformationModelGet,
+                       StudyRootQueryRetrieveInformationModelMove) as association:
+            results = context_results(association)
+        responses, output = getscu(server.port, "-S", study_keys(STUDY_B), tmp_path / "get")
+    assert results == {StudyRootQueryRetrieveInformationModelGet: 3, StudyRootQueryRetrieveInformationModelMove: 0}
+    assert responses == [] and "No adequate Presentation Contexts" in output
+
+
+# --- cancel ----------------------------------------------------------------------------------------------
+
+def test_cancel_during_move(tmp_path: Path, area: Path) -> None:
+    """A C-CANCEL after the first pending response: final 0xFE00 with the counters, some remaining."""
+    slow = StorageSCP(delay=0.2)
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with slow.running(), serve(tmp_path / "server", area, host_table=f"DEST = (DEST, 127.0.0.1, {slow.port})") \
+            as server, associate(server.port, move_model) as association:
+        responses = []
+        for status, _ in association.send_c_move(study_identifier(STUDY_A), "DEST", move_model, msg_id=5):
+            responses.append(status)
+            if len(responses) == 1:
+                association.send_c_cancel(5, query_model=move_model)
+    assert responses[0].Status == 0xFF00
+    last = responses[-1]
+    assert last.Status == 0xFE00
+    assert last.NumberOfRemainingSuboperations > 0 and last.NumberOfCompletedSuboperations >= 1
+    assert last.NumberOfFailedSuboperations == last.NumberOfWarningSuboperations == 0
+    assert last.NumberOfRemainingSuboperations + last.NumberOfCompletedSuboperations == 10
+    assert len(slow.records) == last.NumberOfCompletedSuboperations
+
+
+def test_cancel_during_get(tmp_path: Path, area: Path) -> None:
+    """A C-CANCEL after the first pending C-GET response: final 0xFE00; the AE answers an echo at once."""
+    stored: list[str] = []
+
+    def on_store(event) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        time.sleep(0.2)
+        return 0x0000
+
+    get_model = StudyRootQueryRetrieveInformationModelGet
+    with serve(tmp_path / "server", area) as server:
+        with associate(server.port, get_model, CTImageStorage, MRImageStorage,
+                       scp_roles=(CTImageStorage, MRImageStorage),
+                       handlers=[(evt.EVT_C_STORE, on_store)]) as association:
+            responses = []
+            for status, _ in association.send_c_get(study_identifier(STUDY_A), get_model, msg_id=9):
+                responses.append(status)
+                if len(responses) == 1:
+                    association.send_c_cancel(9, query_model=get_model)
+        started = time.monotonic()
+        echo = echoscu(server.port, timeout=10)
+        echo_seconds = time.monotonic() - started
+    assert responses[0].Status == 0xFF00
+    last = responses[-1]
+    assert last.Status == 0xFE00
+    assert last.NumberOfRemainingSuboperations > 0 and last.NumberOfCompletedSuboperations >= 1
+    assert last.NumberOfRemainingSuboperations + last.NumberOfCompletedSuboperations == 10
+    assert len(stored) == last.NumberOfCompletedSuboperations
+    assert echo.returncode == 0 and echo_seconds < 1.0
+
+
+# --- failing sub-operations ------------------------------------------------------------------------------
+
+def test_destination_refusing_a_sop_class(tmp_path: Path, area: Path, instances: Instances) -> None:
+    """A destination that supports only CT: the MR sub-operations fail, 0xB000 with their UIDs."""
+    ct_only = StorageSCP(sop_classes=(CTImageStorage,))
+    with ct_only.running(), serve(tmp_path / "server", area,
+                                  host_table=f"DEST = (DEST, 127.0.0.1, {ct_only.port})") as server:
+        responses, output = movescu(server.port, "-S", study_keys(STUDY_A))
+    assert [response.status for response in responses] == [0xFF00] * 10 + [0xB000], output
+    assert final(responses) == (0xB000, "8", "2", "0")
+    assert responses[-1].failed_uids == uids(instances.study_a)[8:]
+    assert [record.sop_instance_uid for record in ct_only.records] == uids(instances.study_a)[:8]
+
+
+def test_destination_down(tmp_path: Path, area: Path, instances: Instances) -> None:
+    """No sub-association: 0xA702 at once, every match failed and listed."""
+    with serve(tmp_path / "server", area, host_table=f"DEST = (DEST, 127.0.0.1, {free_port()})") as server:
+        responses, output = movescu(server.port, "-S", study_keys(STUDY_A))
+    assert [response.status for response in responses] == [0xA702], output
+    assert final(responses) == (0xA702, "0", "10", "0")
+    assert responses[0].failed_uids == uids(instances.study_a)
+
+
+def test_file_deleted_between_match_and_send(tmp_path: Path, instances: Instances) -> None:
+    """An image file that is gone when its turn comes counts as a failed sub-operation."""
+    slow = StorageSCP(delay=0.1)
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with slow.running(), serve(tmp_path / "server", tmp_path / "area",
+                               host_table=f"DEST = (DEST, 127.0.0.1, {slow.port})") as server:
+        store(server.port, instances.study_a)
+        last_uid = uids(instances.study_a)[-1]
+        victim = stored_files(tmp_path / "area")[last_uid]
+        with associate(server.port, move_model) as association:
+            responses = []
+            for status, identifier in association.send_c_move(study_identifier(STUDY_A), "DEST", move_model):
+                responses.append((status, identifier))
+                if len(responses) == 1:
+                    victim.unlink()
+    status, identifier = responses[-1]
+    assert (status.Status, status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == \
+        (0xB000, 9, 1)
+    assert identifier.FailedSOPInstanceUIDList == last_uid
+    assert [record.sop_instance_uid for record in slow.records] == uids(instances.study_a)[:9]
+
+
+# --- the sub-association -------------------------------------------------------------------------------
+
+def test_sub_association_identity_and_move_originator(tmp_path: Path, area: Path) -> None:
+    """Calling AE of the sub-association = the AE the requester called; each C-STORE-RQ carries the Move
+    Originator AE title and message ID and the C-MOVE's priority; message IDs count from 1 per move."""
+    recorder = StorageSCP()
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with recorder.running(), serve(tmp_path / "server", area, titles=(AE_TITLE, "ARCHIVE"),
+                                   host_table=f"DEST = (DEST, 127.0.0.1, {recorder.port})") as server, \
+            associate(server.port, move_model, calling="ORIGIN", called="ARCHIVE") as association:
+        first = [status.Status for status, _ in
+                 association.send_c_move(study_identifier(STUDY_B), "DEST", move_model, msg_id=7, priority=1)]
+        second = [status.Status for status, _ in
+                  association.send_c_move(study_identifier(STUDY_B), "DEST", move_model, msg_id=8, priority=2)]
+    assert first[-1] == second[-1] == 0x0000
+    assert {(record.calling_ae_title, record.move_originator_ae_title) for record in recorder.records} == \
+        {("ARCHIVE", "ORIGIN")}
+    assert [(record.message_id, record.move_originator_message_id, record.priority)
+            for record in recorder.records] == [(1, 7, 1), (2, 7, 1), (3, 7, 1), (1, 8, 2), (2, 8, 2), (3, 8, 2)]
+
+
+@pytest.mark.parametrize("destination", ["QRSCP2", AE_TITLE])
+def test_move_to_an_ae_of_the_same_server_and_area(tmp_path: Path, instances: Instances, destination: str) -> None:
+    """Another AE on the same storage area, or the requested AE itself, as destination: completes, no deadlock
+    (decisions #3); the re-stored instances replace themselves, nothing is lost or doubled."""
+    area = tmp_path / "area"
+    with serve(tmp_path / "server", area, titles=(AE_TITLE, "QRSCP2"),
+               host_table=f"{AE_TITLE} = ({AE_TITLE}, 127.0.0.1, {{port}})\n"
+                          "QRSCP2 = (QRSCP2, 127.0.0.1, {port})") as server:
+        store(server.port, instances.study_a)
+        responses, output = movescu(server.port, "-S", study_keys(STUDY_A), destination=destination, timeout=30)
+        found = find_images(server.port, STUDY_A)
+    assert final(responses) == (0x0000, "10", "0", "0"), output
+    assert sorted(found) == sorted(uids(instances.study_a))
+    assert sorted(stored_files(area)) == sorted(uids(instances.study_a))
+
+
+@pytest.mark.parametrize("destination, status", [("NOWHERE", 0xA801), ("DOWN", 0xA702)])
+def test_echo_right_after_a_failed_move(tmp_path: Path, area: Path, destination: str, status: int) -> None:
+    """A failed C-MOVE leaves no index lock behind: a C-ECHO to the same AE, while the failed move's
+    association is still open, answers at once (decisions #2)."""
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with serve(tmp_path / "server", area, host_table=f"DOWN = (DOWN, 127.0.0.1, {free_port()})") as server, \
+            associate(server.port, move_model) as association:
+        statuses = [response.Status for response, _ in
+                    association.send_c_move(study_identifier(STUDY_A), destination, move_model)]
+        started = time.monotonic()
+        echo = echoscu(server.port, timeout=10)
+        echo_seconds = time.monotonic() - started
+        assert association.is_established
+    assert statuses == [status]
+    assert echo.returncode == 0 and echo_seconds < 1.0, echo.stderr.decode()
+
+
+# --- transfer syntaxes -----------------------------------------------------------------------------------
+
+def test_compressed_data(tmp_path: Path, instances: Instances) -> None:
+    """Stored JPEG lossless data: sent as stored when the sub-association proposes it (``-xs``) and the
+    destination accepts it; otherwise 0xA702 with the Failed SOP Instance UID List (no transcoding)."""
+    area = tmp_path / "area"
+    jpeg_uid = uids(instances.study_c)[0]
+    with storescp(tmp_path / "plain") as plain_port, storescp(tmp_path / "jpeg", "+xs") as jpeg_port:
+        host_table = f"PLAIN = (PLAIN, 127.0.0.1, {plain_port})\nJPEG = (JPEG, 127.0.0.1, {jpeg_port})"
+        with serve(tmp_path / "uncompressed-proposals", area, "+xs", host_table=host_table) as server:
+            store(server.port, instances.study_c, "-xs")
+            unproposed = [movescu(server.port, "-S", study_keys(STUDY_C), destination=destination)[0]
+                          for destination in ("PLAIN", "JPEG")]
+        with serve(tmp_path / "jpeg-proposals", area, "+xs", "-xs", host_table=host_table) as server:
+            refused, _ = movescu(server.port, "-S", study_keys(STUDY_C), destination="PLAIN")
+            accepted, output = movescu(server.port, "-S", study_keys(STUDY_C), destination="JPEG")
+    for responses in (*unproposed, refused):  # as DCMTK's dcmqrscp answers in the same three cases
+        assert responses == [Response(0xFF00, "0", "0", "1", "0"),
+                             Response(0xA702, "none", "0", "1", "0", (f"(0008,0058) UI [{jpeg_uid}]",))]
+    assert final(accepted) == (0x0000, "1", "0", "0"), output
+    _, syntax, content = read_canonical(instances.study_c[0])
+    assert received(tmp_path / "jpeg") == {jpeg_uid: (JPEGLosslessSV1, content)}
+    assert received(tmp_path / "plain") == {}
+
+
+@pytest.mark.parametrize("server_options, listener_options, syntax", [
+    ((), ("+xi",), ImplicitVRLittleEndian),
+    ((), ("+xb",), ExplicitVRBigEndian),
+    ((), (), ExplicitVRLittleEndian),
+    (("-xi",), (), ImplicitVRLittleEndian),
+], ids=["to-implicit-only", "to-big-endian", "to-explicit-little", "proposing-implicit-only"])
+def test_uncompressed_conversion(tmp_path: Path, area: Path, instances: Instances, server_options: tuple[str, ...],
+                                 listener_options: tuple[str, ...], syntax: str) -> None:
+    """Instances stored implicit, big and little endian reach a destination that accepts another uncompressed
+    syntax converted to it, with equal data sets."""
+    with storescp(tmp_path / "dest", *listener_options) as port, serve(
+            tmp_path / "server", area, *server_options, host_table=f"DEST = (DEST, 127.0.0.1, {port})") as server:
+        responses, output = movescu(server.port, "-S", study_keys(STUDY_B))
+    assert final(responses) == (0x0000, "3", "0", "0"), output
+    expected = {}
+    for path in instances.study_b:
+        sop_instance_uid, _, content = read_canonical(path)
+        expected[sop_instance_uid] = (syntax, content)
+    assert received(tmp_path / "dest") == expected
