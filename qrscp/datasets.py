@@ -5,9 +5,11 @@ DCMTK's ``getString()`` does.
 """
 from __future__ import annotations
 
+import struct
 import zlib
 from io import BytesIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -43,14 +45,39 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     return dataset
 
 
+#: VRs whose values are byte strings with a 2-byte length in explicit VR (all the query keys are such)
+_SHORT_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI"})
+
+
+def _encode_strings(dataset: Dataset, implicit: bool, little: bool) -> bytes | None:
+    """The lean encoding of a data set of raw string elements (C-FIND responses), None for anything else."""
+    order = "<" if little else ">"
+    header = struct.Struct(order + ("HHL" if implicit else "HH2sH"))
+    parts = []
+    for tag in sorted(dataset.keys()):
+        element = dataset.get_item(tag)
+        value = element.value
+        if not isinstance(element, RawDataElement) or element.VR not in _SHORT_STRING_VRS \
+                or not isinstance(value, bytes) or len(value) % 2 or len(value) > 0xFFFF:
+            return None
+        if implicit:
+            parts.append(header.pack(tag.group, tag.element, len(value)))
+        else:
+            parts.append(header.pack(tag.group, tag.element, element.VR.encode(), len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
 def encode_identifier(dataset: Dataset, transfer_syntax: str) -> bytes:
     """``dataset`` encoded for a context with ``transfer_syntax``."""
     implicit, little = _encoding(transfer_syntax)
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR = implicit
-    buffer.is_little_endian = little
-    write_dataset(buffer, dataset)
-    data = buffer.getvalue()
+    data = _encode_strings(dataset, implicit, little)
+    if data is None:
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR = implicit
+        buffer.is_little_endian = little
+        write_dataset(buffer, dataset)
+        data = buffer.getvalue()
     if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
