@@ -230,6 +230,10 @@ class StorageArea:
         cache.live = None
         cache.columns.clear()
 
+    def start_association(self) -> None:
+        """The handle serves a new association: its files are named with this time (ref §1.9)."""
+        self.creation_time = int(time.time())
+
     def close(self) -> None:
         """Release the index (a lock still held by this handle is released with it)."""
         self._drop_map()

@@ -167,7 +167,7 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], server: Ser
     if not negotiation.accepted:
         LOG.info("    (but no valid presentation contexts)")
     try:
-        server.area(entry)  # the reference opens (creates, validates) the index at every association
+        server.area(entry).start_association()  # the reference opens its DB handle at every association
     except DatabaseError:
         LOG.error("dispatch: cannot create DB Handle")
         LOG.error("DIMSE Failure (aborting association): 000c:0001 Index database error")
