@@ -101,7 +101,8 @@ class Server:
     @property
     def log(self) -> str:
         """What the server wrote to stderr so far."""
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20) -> int:
