@@ -70,7 +70,8 @@ def send_accept(conn: Transport, rq: AssociateRQ, results: list[PresentationCont
 
 def request_association(host: str, port: int, *, calling_ae_title: str, called_ae_title: str,
                         contexts: list[PresentationContextRQ], max_receive_pdu: int,
-                        connect_timeout: float | None, acse_timeout: float | None) -> Association:
+                        connect_timeout: float | None, acse_timeout: float | None,
+                        roles: dict[str, tuple[bool, bool]] | None = None) -> Association:
     """Open an association to ``host:port`` as requestor (C-MOVE sub-associations).
 
     Raises :class:`OSError` when the connection fails, :class:`AssociationRejected` or
@@ -81,7 +82,7 @@ def request_association(host: str, port: int, *, calling_ae_title: str, called_a
     rq = AssociateRQ(called_ae_title=called_ae_title, calling_ae_title=calling_ae_title, contexts=contexts,
                      application_context=uids.APPLICATION_CONTEXT, max_pdu_length=max_receive_pdu,
                      implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
-                     implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME)
+                     implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME, roles=dict(roles or {}))
     try:
         conn.send(pdu.encode_associate_rq(rq))
         pdu_type, body = conn.read_pdu(0, acse_timeout)

@@ -12,11 +12,13 @@ import pwd
 import socket
 import sys
 
+from qrscp import assocconfig
 from qrscp import config as config_module
 from qrscp import log
 from qrscp.options import Options, parse_args
 from qrscp.supervisor import Supervisor, make_server
 
+EXIT_COMMAND_LINE = 1
 EXIT_CONFIG = 10
 LOG = log.get_logger(log.APP)
 
@@ -71,6 +73,13 @@ def drop_privileges(user_name: str, group_name: str) -> None:
 
 def start(options: Options) -> int:
     """Everything after the command line; the exit code."""
+    profiles = None
+    if options.assoc_config is not None:  # DCMTK reads it with the options: its errors exit 1
+        try:
+            profiles = assocconfig.load_profiles(*options.assoc_config)
+        except assocconfig.AssocConfigError as error:
+            LOG.critical("%s", error)
+            return EXIT_COMMAND_LINE
     try:
         config = config_module.load(options.config_file)
     except config_module.ConfigFileError as error:
@@ -85,7 +94,7 @@ def start(options: Options) -> int:
     except StartupError as error:
         LOG.critical("%s", error)
         return EXIT_CONFIG
-    return Supervisor(make_server(options, config), listener).run()
+    return Supervisor(make_server(options, config, profiles), listener).run()
 
 
 def main(argv: list[str] | None = None) -> int:

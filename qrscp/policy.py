@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qrscp import log, pdu, uids
+from qrscp import assocconfig, log, pdu, uids
+from qrscp.assocconfig import Profile
 from qrscp.config import AEEntry, Config
 from qrscp.options import Options
-from qrscp.pdu import AssociateRQ, PresentationContextAC
+from qrscp.pdu import AssociateRQ, PresentationContextAC, PresentationContextRQ
 
 LOG = log.get_logger(log.DB)
 
@@ -62,9 +63,11 @@ TOO_MANY_ASSOCIATIONS = Rejection(REJECTED_TRANSIENT, SOURCE_PRESENTATION, REASO
 class AssociationPolicy:
     """The association rules of one server run (options and configuration)."""
 
-    def __init__(self, options: Options, config: Config) -> None:
+    def __init__(self, options: Options, config: Config, incoming_profile: Profile | None = None) -> None:
         self.options = options
         self.config = config
+        #: ``-xf``: the profile that replaces the storage negotiation
+        self.incoming_profile = incoming_profile
         self.preferred = list(options.incoming_ts)
         services = {uids.VERIFICATION}
         for disabled, models in ((options.no_patient_root, uids.PATIENT_ROOT_MODELS),
@@ -103,6 +106,35 @@ class AssociationPolicy:
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE, "BadAEPeer")
         return None
 
+    def _answer_from_profile(self, context: PresentationContextRQ, proposed_role: tuple[bool, bool] | None
+                             ) -> tuple[int, str, tuple[bool, bool] | None]:
+        """(result, transfer syntax, role item) for a context under ``-xf`` (as DCMTK answers it).
+
+        The profile decides first; then the usual pass over the non-storage services accepts their
+        abstract syntaxes with the default preferences and roles, whatever the profile said.
+        """
+        profile = self.incoming_profile
+        syntax = context.abstract_syntax
+        transfer_syntax = assocconfig.accepted_transfer_syntax(profile, syntax, context.transfer_syntaxes) or ""
+        role = assocconfig.accepted_role(profile, syntax, proposed_role)
+        if profile.transfer_syntaxes(syntax) is None:
+            result, item = pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED, None
+        elif not transfer_syntax:
+            result, item = pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED, None
+        elif role.acceptable:
+            result, item = pdu.ACCEPTANCE, role.item
+        else:
+            result, item = pdu.USER_REJECTION, None
+        if syntax in self.services:
+            preferred = next((ts for ts in self.preferred if ts in context.transfer_syntaxes), "")
+            if preferred:
+                return pdu.ACCEPTANCE, preferred, None
+            return (pdu.ACCEPTANCE, transfer_syntax, item) if result == pdu.ACCEPTANCE else \
+                (pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED, "", None)
+        if result == pdu.USER_REJECTION:
+            result = pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED
+        return result, transfer_syntax if result == pdu.ACCEPTANCE else "", item
+
     def negotiate(self, rq: AssociateRQ, entry: AEEntry, parallel_store_busy: bool) -> Negotiation:
         """Answer each proposed context (ref §6.2, with decisions #9 and #10).
 
@@ -114,6 +146,14 @@ class AssociationPolicy:
         storage_ids: set[int] = set()
         for context in rq.contexts:
             syntax = context.abstract_syntax
+            if self.incoming_profile is not None:
+                result, transfer_syntax, role = self._answer_from_profile(context, rq.roles.get(syntax))
+                if role is not None:
+                    roles[syntax] = role
+                if result == pdu.ACCEPTANCE and syntax in uids.STORAGE_SOP_CLASSES:
+                    storage_ids.add(context.context_id)
+                results.append(PresentationContextAC(context.context_id, result, transfer_syntax))
+                continue
             transfer_syntax = next((ts for ts in self.preferred if ts in context.transfer_syntaxes), None)
             if syntax in self.services:
                 result = pdu.ACCEPTANCE if transfer_syntax else pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED

@@ -306,7 +306,12 @@ def _move_destination(session, destination: str):
 
 
 def _proposed_contexts(session, instances: list[Instance]) -> list[PresentationContextRQ]:
-    """One context per SOP class of the matched instances, with the ``-x`` transfer syntaxes."""
+    """One context per SOP class of the matched instances, with the ``-x`` transfer syntaxes; with
+    ``-xf`` the outgoing profile's contexts, in its order."""
+    profile = session.server.outgoing_profile
+    if profile is not None:
+        return [PresentationContextRQ(2 * number + 1, sop_class, list(syntaxes))
+                for number, (sop_class, syntaxes) in enumerate(profile.contexts[:128])]
     classes = list(dict.fromkeys(instance.sop_class_uid for instance in instances))[:128]
     transfer_syntaxes = list(session.options.outgoing_ts)
     return [PresentationContextRQ(2 * number + 1, sop_class, transfer_syntaxes)
@@ -321,7 +326,8 @@ def _open_sub_association(session, destination: str, peer, instances: list[Insta
             peer.host, peer.port, calling_ae_title=session.association.called_ae_title,
             called_ae_title=destination, contexts=_proposed_contexts(session, instances),
             max_receive_pdu=SUB_ASSOCIATION_MAX_PDU, connect_timeout=options.connect_timeout,
-            acse_timeout=options.acse_timeout)
+            acse_timeout=options.acse_timeout,
+            roles=session.server.outgoing_profile.roles if session.server.outgoing_profile else None)
     except (OSError, acse.AssociationRejected, acse.AssociationFailed) as error:
         LOG.error("moveSCP: Sub-Association Request Failed: %s", error)
         return None

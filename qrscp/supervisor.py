@@ -29,6 +29,7 @@ import psutil
 
 from qrscp import config as config_module
 from qrscp import log, pdu, worker
+from qrscp.assocconfig import Profile
 from qrscp.policy import AssociationPolicy
 from qrscp.scoreboard import Scoreboard
 from qrscp.worker import Server
@@ -336,14 +337,16 @@ class Supervisor:
         except config_module.ConfigFileError as error:
             APP_LOG.error("%s (keeping the previous configuration)", error)
             return
-        self.server = dataclasses.replace(self.server, config=new_config,
-                                          policy=AssociationPolicy(self.server.options, new_config))
+        policy = AssociationPolicy(self.server.options, new_config, self.server.policy.incoming_profile)
+        self.server = dataclasses.replace(self.server, config=new_config, policy=policy)
         self.generation += 1
         self._dismiss_idle()  # forked with the old configuration; busy ones retire when they are done
         APP_LOG.info("re-read configuration file %s", path)
 
 
-def make_server(options, config) -> Server:
-    """The shared state of a server run."""
+def make_server(options, config, profiles: tuple[Profile, Profile] | None = None) -> Server:
+    """The shared state of a server run (``profiles``: the ``-xf`` incoming and outgoing profiles)."""
+    incoming, outgoing = profiles or (None, None)
     scoreboard = None if options.single_process else Scoreboard()
-    return Server(options=options, config=config, policy=AssociationPolicy(options, config), scoreboard=scoreboard)
+    return Server(options=options, config=config, policy=AssociationPolicy(options, config, incoming),
+                  scoreboard=scoreboard, outgoing_profile=outgoing)

@@ -15,6 +15,7 @@ from typing import Callable
 
 from qrscp import acse, dimse, find, hostaccess, log, pdu, retrieve, storage, transport, verification
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.assocconfig import Profile
 from qrscp.charset import CharsetPolicy, charset_policy
 from qrscp.config import AEEntry, Config
 from qrscp.database import DatabaseError, StorageArea
@@ -34,6 +35,8 @@ class Server:
     config: Config
     policy: AssociationPolicy
     scoreboard: Scoreboard | None = None
+    #: ``-xf``: the profile proposed on C-MOVE sub-associations
+    outgoing_profile: Profile | None = None
     #: called when a peer negotiated the private shutdown SOP class (``--allow-shutdown``)
     request_shutdown: Callable[[], None] = lambda: None
 
