@@ -1,27 +1,32 @@
 """Character sets of query keys and responses (ref §3.4, §3.5, §10 "Charset defaults", §5.2).
 
-DCMTK's dcmqrscp (built with iconv) compares a query key with a record in another character set by
-converting both to UTF-8, and converts every C-FIND response to the character set of the request (or
-to a configured one). We do the same with Python's codecs, through pydicom's table of DICOM defined
-terms and its ISO 2022 code-extension machinery. Character sets are handled as the strings of their
-(0008,0005) Specific Character Set values: ``""`` is the default repertoire (ASCII), a multi-valued
-value keeps its backslashes (``"\\ISO 2022 IR 87"``).
+DCMTK's dcmqrscp compares a query key with a record in another character set by converting both to
+UTF-8, and converts every C-FIND response to the character set of the request (or to a configured
+one). Its converter, as built by Debian (on GNU iconv), supports only some of DICOM's character sets,
+and we convert exactly those, with the same results and the same condition texts (observed with
+``dcmconv +C`` and ``dcmqrscp``):
 
-Deliberate differences from the Debian DCMTK 3.6.7 build (which fails every conversion for them):
-ISO_IR 203, single-valued ISO 2022 terms and ISO 2022 code extensions are converted (source and
-destination); ``--transliterate``/``--discard-illegal`` work instead of making every conversion fail
-with "Conversion flags not supported by the underlying implementation"; a response whose conversion
-fails is sent as it was, never half converted.
+* source of a conversion (a record, a request): no Specific Character Set (ASCII), ``ISO_IR 6``
+  (with a warning: it is ASCII), ``ISO_IR 100/101/109/110/144/127/126/138/148/13/166/192``,
+  ``GB18030``, ``GBK``; and ISO 2022 code extensions (two or more values, each an ``ISO 2022 IR n``
+  term; the first may be empty) except that iconv cannot open ``ISO 2022 IR 87`` and ``159``;
+* destination (a response): only the single-valued terms of the first list.
+
+Everything else fails: ``ISO_IR 203``, a single ``ISO 2022 IR n`` term, code extensions as the
+destination, unknown terms. Character sets are handled as the strings of their (0008,0005) values:
+``""`` is the default repertoire, a multi-valued value keeps its backslashes (``"\\ISO 2022 IR 87"``).
+
+Deliberate differences from DCMTK: ``--transliterate``/``--discard-illegal`` work (DCMTK on iconv
+makes every conversion fail with "Conversion flags not supported by the underlying implementation");
+a response whose conversion fails is sent as it was, never half converted.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-
-import pydicom.config
-from pydicom.charset import decode_bytes, encode_string, python_encoding
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from qrscp.log import DATA, DB, get_logger
 
@@ -33,39 +38,109 @@ UTF8 = "ISO_IR 192"
 #: Value Representations whose values are affected by the Specific Character Set.
 AFFECTED_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 
-# Defined term -> Python codec: pydicom's table, except that DICOM's default repertoire is 7-bit
-# ASCII (as for iconv; pydicom reads it leniently as Latin-1) and ISO_IR 203 is missing there.
-_CODECS = {
-    **python_encoding,
-    "": "ascii",
-    "ISO_IR 6": "ascii",
-    "ISO 2022 IR 6": "ascii",
-    "ISO_IR 203": "iso8859_15",
-    "ISO 2022 IR 203": "iso8859_15",
-}
-
-# Encoding names as DCMTK's iconv-based converter prints them in its messages.
-_ENCODING_NAMES = {
-    "": "ASCII", "ISO_IR 6": "ASCII", "ISO_IR 100": "ISO-8859-1", "ISO_IR 101": "ISO-8859-2",
-    "ISO_IR 109": "ISO-8859-3", "ISO_IR 110": "ISO-8859-4", "ISO_IR 144": "ISO-8859-5",
-    "ISO_IR 127": "ISO-8859-6", "ISO_IR 126": "ISO-8859-7", "ISO_IR 138": "ISO-8859-8",
-    "ISO_IR 148": "ISO-8859-9", "ISO_IR 203": "ISO-8859-15", "ISO_IR 13": "Shift_JIS",
-    "ISO_IR 166": "ISO-IR-166", "ISO_IR 192": "UTF-8", "GB18030": "GB18030", "GBK": "GBK",
-}
-
-_ESC = 0x1B
-_PN_GROUP_DELIMITERS = {0x5E}                  # '^' resets code extensions inside a PN group
-_TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}    # CR, LF, TAB, FF
-_MULTI_VALUED_VRS = frozenset({"SH", "LO", "UC", "PN"})
-
 #: DCMTK's condition text for bytes or characters that have no equivalent (iconv's EILSEQ).
 ILLEGAL_CHARACTER = "Cannot convert character encoding: Invalid or incomplete multibyte or wide character"
+#: DCMTK's condition text when iconv cannot open a character set.
+CANNOT_OPEN = "Cannot open character encoding: Invalid argument"
+#: How DCMTK names its conversion library in its messages (Debian's build).
+_LIBRARY = "GNU C library (iconv), version 2.36"
 
 
 class CharsetError(Exception):
     """A conversion failed; ``str()`` is DCMTK's condition text for it."""
 
 
+@dataclass(frozen=True, eq=False)
+class _Encoding:
+    """An encoding of iconv: the Python codec that reads and writes it, the name DCMTK prints.
+
+    ``iconv_decoding``: how iconv's table differs from the codec's when reading (a ``str.translate``
+    table); ``missing``: characters the codec knows but iconv's table has not.
+    """
+
+    codec: str
+    name: str
+    iconv_decoding: Mapping[int, int] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+
+    def decode(self, data: bytes) -> str:
+        """``data`` as text; raise CharsetError for bytes that are not in the set."""
+        try:
+            text = data.decode(self.codec)
+        except UnicodeError:
+            raise CharsetError(ILLEGAL_CHARACTER) from None
+        if self.missing and not self.missing.isdisjoint(text):
+            raise CharsetError(ILLEGAL_CHARACTER)
+        return text.translate(self.iconv_decoding) if self.iconv_decoding else text
+
+    def encodable(self, char: str) -> bool:
+        """Whether the set has ``char``."""
+        try:
+            char.encode(self.codec)
+        except UnicodeError:
+            return False
+        return char not in self.missing
+
+
+_ASCII = _Encoding("ascii", "ASCII")
+_LATIN1 = _Encoding("latin_1", "ISO-8859-1")
+_C1_CONTROLS = frozenset(map(chr, range(0x80, 0xA0)))
+# glibc reads JIS X 0201 Roman: 0x5C is the yen sign, 0x7E the overline (Python: backslash, tilde).
+_SHIFT_JIS = _Encoding("shift_jis", "Shift_JIS", iconv_decoding={0x5C: 0xA5, 0x7E: 0x203E})
+_TIS_620 = _Encoding("tis_620", "ISO-IR-166", missing=_C1_CONTROLS)
+
+#: The single-valued defined terms DCMTK converts from and to (``ISO_IR 6`` is ASCII, with a warning).
+_STAND_ALONE: dict[str, _Encoding] = {
+    "": _ASCII,
+    "ISO_IR 100": _LATIN1,
+    "ISO_IR 101": _Encoding("iso8859_2", "ISO-8859-2"),
+    "ISO_IR 109": _Encoding("iso8859_3", "ISO-8859-3"),
+    "ISO_IR 110": _Encoding("iso8859_4", "ISO-8859-4"),
+    "ISO_IR 144": _Encoding("iso8859_5", "ISO-8859-5"),
+    "ISO_IR 127": _Encoding("iso8859_6", "ISO-8859-6"),
+    "ISO_IR 126": _Encoding("iso8859_7", "ISO-8859-7"),
+    "ISO_IR 138": _Encoding("iso8859_8", "ISO-8859-8"),
+    "ISO_IR 148": _Encoding("iso8859_9", "ISO-8859-9"),
+    "ISO_IR 13": _SHIFT_JIS,
+    "ISO_IR 166": _TIS_620,
+    UTF8: _Encoding("utf-8", "UTF-8"),
+    "GB18030": _Encoding("gb18030", "GB18030"),
+    "GBK": _Encoding("gbk", "GBK"),
+}
+
+#: The ISO 2022 terms of code extensions: the escape sequences designating each and its encoding
+#: (None: iconv cannot open it).
+_ISO_2022: dict[str, tuple[tuple[bytes, ...], _Encoding | None]] = {
+    "ISO 2022 IR 6": ((b"\x1b(B",), _ASCII),
+    "ISO 2022 IR 100": ((b"\x1b-A",), _LATIN1),
+    "ISO 2022 IR 101": ((b"\x1b-B",), _STAND_ALONE["ISO_IR 101"]),
+    "ISO 2022 IR 109": ((b"\x1b-C",), _STAND_ALONE["ISO_IR 109"]),
+    "ISO 2022 IR 110": ((b"\x1b-D",), _STAND_ALONE["ISO_IR 110"]),
+    "ISO 2022 IR 144": ((b"\x1b-L",), _STAND_ALONE["ISO_IR 144"]),
+    "ISO 2022 IR 127": ((b"\x1b-G",), _STAND_ALONE["ISO_IR 127"]),
+    "ISO 2022 IR 126": ((b"\x1b-F",), _STAND_ALONE["ISO_IR 126"]),
+    "ISO 2022 IR 138": ((b"\x1b-H",), _STAND_ALONE["ISO_IR 138"]),
+    "ISO 2022 IR 148": ((b"\x1b-M",), _STAND_ALONE["ISO_IR 148"]),
+    "ISO 2022 IR 13": ((b"\x1b)I", b"\x1b(J"), _SHIFT_JIS),
+    "ISO 2022 IR 166": ((b"\x1b-T",), _TIS_620),
+    "ISO 2022 IR 87": ((b"\x1b$B",), None),
+    "ISO 2022 IR 159": ((b"\x1b$(D",), None),
+    "ISO 2022 IR 149": ((b"\x1b$)C",), _Encoding("euc_kr", "EUC-KR")),
+    "ISO 2022 IR 58": ((b"\x1b$)A",), _Encoding("gb2312", "GB2312")),
+}
+#: Escape sequence -> the ISO 2022 term it designates.
+_ESCAPES = {sequence: term for term, (sequences, _) in _ISO_2022.items() for sequence in sequences}
+#: Multi-byte sets that cannot be the first value (the one in effect at the start of a value).
+_NOT_FIRST = frozenset({"ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58"})
+
+_ESC = 0x1B
+#: Bytes that switch back to the first value's character set: always CR, LF, TAB, FF, and
+#: per VR the value and PN component (group) delimiters.
+_TEXT_DELIMITERS = b"\r\n\t\f"
+_DELIMITERS = {"PN": b"\\^=", "SH": b"\\", "LO": b"\\", "UC": b"\\"}
+
+
+@functools.lru_cache(maxsize=256)
 def parse_charset(value: bytes) -> str:
     """The Specific Character Set string of an element value or index field (``b""`` -> ASCII)."""
     return "\\".join(term.strip(" ") for term in value.decode("latin-1").split("\\"))
@@ -86,48 +161,162 @@ def conversion_necessary(source: str, destination: str) -> bool:
     return source != destination and (destination != UTF8 or needs_utf8_conversion(source))
 
 
-def _codecs(charset: str, role: str) -> list[str]:
-    """The Python codec of each value of ``charset``; ``role`` is "source" or "destination"."""
+# ---------------------------------------------------------------------------------------------
+# Selecting the character sets of a conversion, reading values
+
+
+def _escape_sequence_text(sequence: bytes) -> str:
+    """``ESC 02/05 04/07``: how DCMTK shows an escape sequence (column/row of each byte)."""
+    return " ".join(["ESC"] + [f"{byte >> 4:02d}/{byte & 15:02d}" for byte in sequence[1:]])
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """A character set selected as the source of conversions: the encoding in effect at the start
+    of each value and, with code extensions, the encodings escape sequences may switch to."""
+
+    initial: _Encoding
+    designations: Mapping[str, _Encoding] | None = None
+
+    @property
+    def code_extensions(self) -> bool:
+        """Whether values may switch encodings (reading one may then log warnings)."""
+        return self.designations is not None
+
+    def decode(self, value: bytes, vr: str, check: Callable[[str], object] | None = None) -> str:
+        """``value`` of VR ``vr`` as text; raise CharsetError.
+
+        ``check`` is called with each part read in one encoding as soon as it is read: a conversion
+        that fails there stops before reading (and warning about) the rest, as DCMTK's does.
+        """
+        if self.designations is None or _ESC not in value:
+            return self.initial.decode(value)
+        return self._decode_with_code_extensions(value, self.designations, vr, check or (lambda _: None))
+
+    def to_utf8(self, value: bytes, vr: str) -> bytes:
+        """``value`` of VR ``vr`` in UTF-8; raise CharsetError."""
+        return self.decode(value, vr).encode("utf-8")
+
+    def _decode_with_code_extensions(self, value: bytes, designations: Mapping[str, _Encoding], vr: str,
+                                     check: Callable[[str], object]) -> str:
+        """Escape sequences switch the encoding, delimiters switch back to the first value's. An
+        escape sequence in the first component group of a PN is used, with a warning."""
+        delimiters = _TEXT_DELIMITERS + _DELIMITERS.get(vr, b"")
+        parts: list[str] = []
+        encoding = self.initial
+        first_group = vr == "PN"
+        start = position = 0        # value[start:position]: read, not yet decoded, in ``encoding``
+        while position < len(value):
+            byte = value[position]
+            if byte not in delimiters and byte != _ESC:
+                position += 1
+                continue
+            parts.append(encoding.decode(value[start:position]))
+            check(parts[-1])
+            start = position
+            if byte in delimiters:
+                parts.append(chr(byte))
+                encoding = self.initial
+                if vr == "PN" and byte != 0x5E:        # '\' starts a value, '=' the next component group
+                    first_group = byte == 0x5C
+                start = position = position + 1
+                continue
+            if first_group:
+                get_logger(DATA).warning("DcmSpecificCharacterSet: Escape sequences shall not be used in the "
+                                         "first component group of a Person Name (PN), using them anyway")
+            end = position + 1
+            while end < len(value) and 0x20 <= value[end] <= 0x2F:    # intermediate bytes
+                end += 1
+            if end == len(value):                      # cut short: read as it is
+                break
+            sequence = value[position:end + 1]
+            term = _ESCAPES.get(sequence)
+            if term is None:
+                raise CharsetError(f"Cannot convert character set: Illegal escape sequence "
+                                   f"'{_escape_sequence_text(sequence)}' found")
+            if term not in designations:
+                raise CharsetError(f"Cannot convert character set: Escape sequence refers to character set "
+                                   f"'{term}' that was not declared in SpecificCharacterSet (0008,0005)")
+            encoding = designations[term]
+            start = position = end + 1
+        parts.append(encoding.decode(value[start:]))
+        check(parts[-1])
+        return "".join(parts)
+
+
+#: A log line to write each time a character set is selected: (logging level, message).
+_Notice = tuple[int, str]
+
+
+def _ascii_warning(term: str) -> _Notice:
+    return logging.WARNING, (f"DcmSpecificCharacterSet: '{term}' is not a defined term in DICOM, "
+                             "will be treated as an empty value (ASCII)")
+
+
+@functools.lru_cache(maxsize=256)
+def _source(charset: str) -> tuple[Source | str, tuple[_Notice, ...]]:
+    """``charset`` selected as a source: the result (or the failure's condition text) and the lines
+    DCMTK logs while selecting it."""
     terms = charset.split("\\")
-    if "ISO_IR 6" in terms:
-        get_logger(DATA).warning("DcmSpecificCharacterSet: 'ISO_IR 6' is not a defined term in DICOM, "
-                                 "will be treated as an empty value (ASCII)")
-    try:
-        return [_CODECS[term] for term in terms]
-    except KeyError:
-        raise CharsetError(f"Cannot select {role} character set: SpecificCharacterSet (0008,0005) "
-                           f"value '{charset}' not supported") from None
+    if len(terms) == 1:
+        if charset == "ISO_IR 6":
+            return Source(_ASCII), (_ascii_warning(charset),)
+        if charset in _STAND_ALONE:
+            return Source(_STAND_ALONE[charset]), ()
+        return (f"Cannot select source character set: SpecificCharacterSet (0008,0005) value "
+                f"'{charset}' not supported"), ()
+    notices: list[_Notice] = []
+    designations: dict[str, _Encoding] = {}
+    for number, term in enumerate(terms, start=1):
+        if number == 1 and term in _NOT_FIRST:
+            return (f"Cannot select source character set: '{term}' is not a allowed as the first value "
+                    f"in SpecificCharacterSet (0008,0005)"), tuple(notices)
+        if number == 1 and not term:
+            term = "ISO 2022 IR 6"
+        if term not in _ISO_2022:
+            return (f"Cannot select source character set: SpecificCharacterSet (0008,0005) value "
+                    f"{number} of {len(terms)} '{term}' not supported"), tuple(notices)
+        encoding = _ISO_2022[term][1]
+        if encoding is None:
+            notices.append((logging.ERROR, f"DcmSpecificCharacterSet: '{term}' is not supported by the "
+                                           f"utilized character set conversion library '{_LIBRARY}'"))
+            return CANNOT_OPEN, tuple(notices)
+        if term in designations:
+            notices.append((logging.WARNING, f"DcmSpecificCharacterSet: '{term}' is defined more than once "
+                                             "in SpecificCharacterSet (0008,0005), ignoring the duplicate "
+                                             "definition"))
+        designations.setdefault(term, encoding)
+    designations.setdefault("ISO 2022 IR 6", _ASCII)      # always there for the other sets
+    return Source(designations[terms[0] or "ISO 2022 IR 6"], designations), tuple(notices)
 
 
-@contextmanager
-def _strict_pydicom() -> Iterator[None]:
-    """Make pydicom raise on undecodable or unencodable values instead of replacing characters."""
-    settings = pydicom.config.settings
-    saved = settings.reading_validation_mode, settings.writing_validation_mode
-    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.RAISE
-    try:
-        yield
-    finally:
-        settings.reading_validation_mode, settings.writing_validation_mode = saved
+def select_source(charset: str) -> Source:
+    """Select ``charset`` as the source of conversions, logging as DCMTK does; raise CharsetError.
+
+    DCMTK logs the same lines again each time it selects a character set.
+    """
+    result, notices = _source(charset)
+    log = get_logger(DATA)
+    for level, message in notices:
+        log.log(level, message)
+    if isinstance(result, str):
+        raise CharsetError(result)
+    return result
 
 
-def _split(value: bytes, vr: str) -> list[bytes]:
-    return value.split(b"\\") if vr in _MULTI_VALUED_VRS else [value]
+def _select_destination(charset: str) -> _Encoding:
+    """Select ``charset`` as the destination of a conversion (single-valued terms only); raise CharsetError."""
+    if charset == "ISO_IR 6":
+        get_logger(DATA).warning(_ascii_warning(charset)[1])
+        return _ASCII
+    if charset in _STAND_ALONE:
+        return _STAND_ALONE[charset]
+    raise CharsetError(f"Cannot select destination character set: SpecificCharacterSet (0008,0005) value "
+                       f"'{charset}' not supported")
 
 
-def _decode(value: bytes, codecs: list[str], vr: str) -> str:
-    """Decode ``value`` of VR ``vr``; raise CharsetError for bytes that are not in the set."""
-    try:
-        if _ESC not in value or (len(codecs) == 1 and codecs[0].startswith("iso2022")):
-            return value.decode(codecs[0])
-        with _strict_pydicom():
-            if vr != "PN":
-                return "\\".join(decode_bytes(part, codecs, _TEXT_DELIMITERS) for part in _split(value, vr))
-            return "\\".join(
-                "=".join(decode_bytes(group, codecs, _PN_GROUP_DELIMITERS) for group in part.split(b"="))
-                for part in _split(value, vr))
-    except (UnicodeError, ValueError, LookupError):
-        raise CharsetError(ILLEGAL_CHARACTER) from None
+# ---------------------------------------------------------------------------------------------
+# Converting values
 
 
 def _fit(text: str, encodable: Callable[[str], bool], transliterate: bool, discard: bool) -> str:
@@ -152,43 +341,19 @@ def _fit(text: str, encodable: Callable[[str], bool], transliterate: bool, disca
     return "".join(fitted)
 
 
-def _encode(text: str, charset: str, codecs: list[str], vr: str, transliterate: bool, discard: bool) -> bytes:
-    """Encode ``text`` in ``charset`` (already resolved to ``codecs``); raise CharsetError."""
-    def encodable(char: str) -> bool:
-        for codec in codecs:
-            try:
-                char.encode(codec)
-                return True
-            except UnicodeError:
-                pass
-        return False
-
-    if len(codecs) == 1:
-        try:
-            return text.encode(codecs[0])
-        except UnicodeError:
-            return _fit(text, encodable, transliterate, discard).encode(codecs[0])
-    if not all(map(encodable, text)):
-        text = _fit(text, encodable, transliterate, discard)
-    # Code extensions: each value (and PN component group) starts in the default repertoire.
-    encodings = [python_encoding.get(term, codec) for term, codec in zip(charset.split("\\"), codecs)]
-    values = text.split("\\") if vr in _MULTI_VALUED_VRS else [text]
+def _encode(text: str, destination: _Encoding, transliterate: bool, discard: bool) -> bytes:
+    """``text`` in ``destination``; raise CharsetError."""
     try:
-        with _strict_pydicom():
-            encoded = b"\\".join(
-                b"=".join(encode_string(group, encodings) for group in (value.split("=") if vr == "PN" else [value]))
-                for value in values)
-    except (UnicodeError, ValueError):
-        raise CharsetError(ILLEGAL_CHARACTER) from None
-    # pydicom encodes the default repertoire as Latin-1: reject what does not read back as it was.
-    if _decode(encoded, codecs, vr) != text:
-        raise CharsetError(ILLEGAL_CHARACTER)
-    return encoded
+        if destination.missing.isdisjoint(text):
+            return text.encode(destination.codec)
+    except UnicodeError:
+        pass
+    return _fit(text, destination.encodable, transliterate, discard).encode(destination.codec)
 
 
 def to_utf8(value: bytes, charset: str, vr: str) -> bytes:
     """``value`` (VR ``vr``) in ``charset`` converted to UTF-8; raise CharsetError."""
-    return _decode(value, _codecs(charset, "source"), vr).encode("utf-8")
+    return select_source(charset).to_utf8(value, vr)
 
 
 def convert_values(values: Mapping[int, tuple[str, bytes]], source: str, destination: str,
@@ -196,21 +361,26 @@ def convert_values(values: Mapping[int, tuple[str, bytes]], source: str, destina
     """Convert all ``values`` (tag -> (VR, bytes)) from ``source`` to ``destination``, or none.
 
     Values of VRs not affected by the character set are returned as they are. Raises CharsetError
-    (with DCMTK's condition text) if a character set is unknown or a value cannot be converted.
+    (with DCMTK's condition text) if a character set cannot be selected or a value cannot be converted.
     """
-    source_codecs = _codecs(source, "source")
-    destination_codecs = _codecs(destination, "destination")
+    destination_encoding = _select_destination(destination)
+    source_selected = select_source(source)
+
+    def encode(text: str) -> bytes:
+        return _encode(text, destination_encoding, transliterate, discard)
+
     try:
-        return {tag: _encode(_decode(value, source_codecs, vr), destination, destination_codecs, vr,
-                             transliterate, discard)
-                if vr in AFFECTED_VRS and value else value
+        return {tag: encode(source_selected.decode(value, vr, encode)) if vr in AFFECTED_VRS and value else value
                 for tag, (vr, value) in values.items()}
     except CharsetError:
         get_logger(DATA).warning(
-            f"DcmItem: An error occurred during the conversion to "
-            f"{_ENCODING_NAMES.get(destination, destination)} encoding, the value of "
-            f"SpecificCharacterSet (0008,0005) is not updated")
+            f"DcmItem: An error occurred during the conversion to {destination_encoding.name} encoding, "
+            f"the value of SpecificCharacterSet (0008,0005) is not updated")
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
 
 
 @dataclass(frozen=True)
@@ -282,10 +452,10 @@ def convert_response(values: Mapping[int, tuple[str, bytes]], charset: str, requ
     Character Set). Returns the values to send and their character set (``""``: send no (0008,0005)
     element). When the conversions fail, the values are returned unchanged, in ``charset``.
     """
-    log = get_logger(DB)
     destination, fallback = policy.targets(request_charset)
     if not conversion_necessary(charset, destination):
         return {tag: value for tag, (_, value) in values.items()}, charset
+    log = get_logger(DB)
     target = destination
     converted = _try_convert(values, charset, target, policy)
     if converted is None and fallback is not None:

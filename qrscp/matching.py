@@ -13,13 +13,23 @@ never matched; a missing higher-level unique key or a level above the model make
 response per distinct entity (first record of each); a C-FIND whose keys are none of the indexed ones
 ends at the first matching record without Specific Character Set (its response would be empty).
 
+Character sets (ref §3.4, ``charset.py``): a key of a VR affected by the character set is compared in
+UTF-8 when the request's and the record's sets differ and one of them is neither ASCII nor UTF-8; a
+side that cannot be converted is compared as it is, with DCMTK's warning (the query key's once per
+C-FIND, a candidate's once per record compared).
+
 Deliberate differences: a non-empty PatientComments/AdditionalPatientHistory key never matches
 (decisions #11); the entities already reported by an earlier C-FIND of the same association do not
 suppress this one's (DCMTK keeps that list when a C-FIND ends on an empty response); C-MOVE/C-GET
-match with the character set of their own identifier (DCMTK uses the last C-FIND's).
+match with the character set of their own identifier (DCMTK uses the last C-FIND's); a record in a
+code extension that iconv cannot open (``ISO 2022 IR 87``/``159``) is always compared as it is:
+DCMTK keeps the half-selected converter and reads the following records of the same set (up to the
+next match) with the terms before the failing one, so that whether a record matches depends on the
+record before it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -28,12 +38,13 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import contains, eq, itemgetter, ne, or_
 
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 
 from qrscp import charset as cs
 from qrscp.log import DB, get_logger
@@ -169,6 +180,11 @@ class Query:
     request_charset: str = cs.ASCII
     retrieve: bool = False
     encoding: tuple[bool | None, bool | None] = (None, None)
+
+    @functools.cached_property
+    def response_vrs(self) -> dict[int, str]:
+        """The keys the responses carry (the requested indexed ones): tag -> VR."""
+        return {tag: KEYS[tag].vr for tag in self.keys if KEYS[tag].indexed}
 
     @property
     def level_name(self) -> str:
@@ -364,8 +380,8 @@ def _compile(vr: str, query: bytes) -> Test:
         return _range_test(query, parse_date)
     if vr == "TM":
         return _range_test(query, parse_time)
-    if vr == "UI":
-        return functools.partial(map, frozenset(query.split(b"\\")).__contains__)
+    if vr == "UI":     # a list of UIDs, each part trimmed
+        return functools.partial(map, frozenset(part.strip(_PAD) for part in query.split(b"\\")).__contains__)
     return lambda values: map(eq, values, repeat(query))   # IS, DS, AS...: the exact value, no wildcards
 
 
@@ -448,21 +464,46 @@ class _Scan:
     def _compared_values(self, values: Sequence[bytes], record: str, vr: str) -> Sequence[bytes]:
         """``values`` of records in the character set ``record`` as they are compared (UTF-8 if needed).
 
-        A value that cannot be converted is compared as it is, with DCMTK's warning.
+        A value that cannot be converted is compared as it is; DCMTK warns for each such record.
         """
         if not cs.needs_utf8_conversion(record):
             return values
-        converted = {}
+        try:
+            source = cs.select_source(record)
+        except cs.CharsetError as error:
+            self._candidate_failed(error, record)
+            for _ in range(len(values) - 1):     # DCMTK selects (and fails, logging) again for each record
+                with contextlib.suppress(cs.CharsetError):
+                    cs.select_source(record)
+                self._candidate_failed(error, record)
+            return values
+        if source.code_extensions:          # reading a value may log: once per record, as DCMTK
+            return [self._candidate_utf8(source, value, record, vr) for value in values]
+        converted: dict[bytes, bytes] = {}
+        failures: dict[bytes, cs.CharsetError] = {}
         for value in set(values):
             try:
-                converted[value] = cs.to_utf8(value, record, vr)
+                converted[value] = source.to_utf8(value, vr)
             except cs.CharsetError as error:
-                get_logger(DB).warning(
-                    f"Character set conversion of the candidate failed with the following error: '{error}', "
-                    f"will compare values that use different (incompatible) character sets: "
-                    f'"{cs.charset_name(self.query.request_charset)}" and "{cs.charset_name(record)}"')
-                converted[value] = value
+                converted[value], failures[value] = value, error
+        for value in values if failures else ():
+            if value in failures:
+                self._candidate_failed(failures[value], record)
         return list(map(converted.__getitem__, values))
+
+    def _candidate_utf8(self, source: cs.Source, value: bytes, record: str, vr: str) -> bytes:
+        """One candidate ``value`` in UTF-8, or as it is (with DCMTK's warning) if that fails."""
+        try:
+            return source.to_utf8(value, vr)
+        except cs.CharsetError as error:
+            self._candidate_failed(error, record)
+            return value
+
+    def _candidate_failed(self, error: cs.CharsetError, record: str) -> None:
+        get_logger(DB).warning(
+            f"Character set conversion of the candidate failed with the following error: '{error}', "
+            f"will compare values that use different (incompatible) character sets: "
+            f'"{cs.charset_name(self.query.request_charset)}" and "{cs.charset_name(record)}"')
 
 
 def _matchers(query: Query, tags: list[int]) -> list[_Matcher]:
@@ -547,11 +588,17 @@ def retrieve_matches(query: Query, columns: dict[int | str, list[bytes]]) -> lis
 # Responses
 
 
-def _raw_element(tag: int, vr: str, value: bytes, encoding: tuple[bool | None, bool | None]) -> RawDataElement:
+def _raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
+    """``value`` as a raw element, padded to an even length."""
     if len(value) % 2:
         value += b"\0" if vr == "UI" else b" "
-    implicit, little = encoding
-    return RawDataElement(Tag(tag), vr, len(value), value, 0, bool(implicit), little is not False)
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little)
+
+
+@functools.lru_cache(maxsize=64)
+def _python_encodings(charset: str) -> str | list[str]:
+    """pydicom's encodings for a data set whose Specific Character Set is ``charset``."""
+    return convert_encodings(charset.split("\\")) if charset else default_encoding
 
 
 def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int, retrieve_ae_title: str,
@@ -560,24 +607,21 @@ def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int,
 
     The requested indexed keys with the record's values (empty if it has none), QueryRetrieveLevel
     normalised, RetrieveAETitle, and SpecificCharacterSet, all converted to the character set chosen
-    by ``policy`` (logging DCMTK's lines about it). The elements are raw (the bytes to send) and the
-    data set carries the request identifier's encoding, so that pydicom writes them unchanged on the
-    request's transfer syntax.
+    by ``policy`` (logging DCMTK's lines about it). The elements are raw (the bytes to send), in tag
+    order, and the data set carries the request identifier's encoding, so that pydicom writes them
+    unchanged on the request's transfer syntax.
     """
-    values = {tag: (KEYS[tag].vr, columns[tag][row]) for tag in query.keys if KEYS[tag].indexed}
-    values, charset = cs.convert_response(values, cs.parse_charset(columns["charset"][row]),
-                                          query.request_charset, policy)
-    response = Dataset()
-    for tag, value in values.items():
-        response[tag] = _raw_element(tag, KEYS[tag].vr, value, query.encoding)
-    response[QUERY_RETRIEVE_LEVEL] = _raw_element(QUERY_RETRIEVE_LEVEL, "CS", query.level_name.encode(),
-                                                  query.encoding)
-    response[RETRIEVE_AE_TITLE] = _raw_element(RETRIEVE_AE_TITLE, "AE", retrieve_ae_title.encode("latin-1"),
-                                               query.encoding)
-    # pydicom writes raw elements as they are if the data set's encoding is still its original one
-    probe = Dataset()
+    vrs = query.response_vrs
+    values, charset = cs.convert_response({tag: (vr, columns[tag][row]) for tag, vr in vrs.items()},
+                                          cs.parse_charset(columns["charset"][row]), query.request_charset, policy)
+    elements = [(tag, vrs[tag], value) for tag, value in values.items()]
+    elements += [(QUERY_RETRIEVE_LEVEL, "CS", query.level_name.encode()),
+                 (RETRIEVE_AE_TITLE, "AE", retrieve_ae_title.encode("latin-1"))]
     if charset:
-        response[SPECIFIC_CHARACTER_SET] = probe[SPECIFIC_CHARACTER_SET] = _raw_element(
-            SPECIFIC_CHARACTER_SET, "CS", charset.encode("latin-1"), query.encoding)
-    response.set_original_encoding(*query.encoding, character_encoding=probe._character_set)
+        elements.append((SPECIFIC_CHARACTER_SET, "CS", charset.encode("latin-1")))
+    implicit, little = query.encoding
+    response = Dataset({BaseTag(tag): _raw_element(tag, vr, value, bool(implicit), little is not False)
+                        for tag, vr, value in sorted(elements)})
+    # pydicom writes raw elements as they are if the data set's encoding is still its original one
+    response.set_original_encoding(implicit, little, _python_encodings(charset))
     return response

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from qrscp.charset import (
+    CANNOT_OPEN,
     ILLEGAL_CHARACTER,
     CharsetError,
     CharsetPolicy,
@@ -20,10 +21,16 @@ from qrscp.charset import (
     convert_values,
     needs_utf8_conversion,
     parse_charset,
+    select_source,
     to_utf8,
 )
 
 PN, LO, CS = 0x00100010, 0x00081030, 0x00080060
+#: DCMTK's error line when iconv cannot open a set of a code extension (Debian's build)
+IR_87_NOT_SUPPORTED = ("E: DcmSpecificCharacterSet: 'ISO 2022 IR 87' is not supported by the utilized character "
+                       "set conversion library 'GNU C library (iconv), version 2.36'")
+FIRST_GROUP_ESCAPE = ("W: DcmSpecificCharacterSet: Escape sequences shall not be used in the first component group "
+                      "of a Person Name (PN), using them anyway")
 
 
 class LogLines(logging.Handler):
@@ -136,30 +143,133 @@ def test_charset_strings():
     ("ISO_IR 101", "Dvořák", "iso8859_2"),
     ("ISO_IR 144", "Иванов^Иван", "iso8859_5"),
     ("ISO_IR 126", "Διονυσιος", "iso8859_7"),
-    ("ISO_IR 203", "€uro", "iso8859_15"),
     ("ISO_IR 13", "ｱｲｳ", "shift_jis"),
     ("ISO_IR 166", "สมชาย", "tis_620"),
     ("GB18030", "王^小东", "gb18030"),
+    ("GBK", "王^小东", "gbk"),
     ("ISO_IR 192", "山田^太郎", "utf-8"),
     ("", "Doe^John", "ascii"),
+    (" ISO_IR 100 ", "Jörg", "latin-1"),          # spaces around a term do not count
 ])
 def test_to_utf8_single_byte_and_stand_alone_sets(charset, text, codec):
-    assert to_utf8(text.encode(codec), charset, "PN") == text.encode("utf-8")
+    assert to_utf8(text.encode(codec), parse_charset(charset.encode()), "PN") == text.encode("utf-8")
 
 
-def test_to_utf8_with_iso_2022_code_extensions():
-    """PS3.5 H.3.1: Japanese person name with JIS X 0208 kanji and escape sequences."""
-    value = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"
-    assert to_utf8(value, "\\ISO 2022 IR 87", "PN").decode() == "Yamada^Tarou=山田^太郎=やまだ^たろう"
-    latin = b"\x1b-AM\xfcller"
-    assert to_utf8(latin, "ISO 2022 IR 6\\ISO 2022 IR 100", "LO") == "Müller".encode()
+def test_iconv_tables_where_python_differs():
+    """Observed with DCMTK: glibc reads JIS X 0201 (0x5C yen, 0x7E overline), and TIS-620 has no C1 controls."""
+    assert to_utf8(b"a\\b~", "ISO_IR 13", "PN").decode() == "a¥b‾"
+    with pytest.raises(CharsetError, match="Invalid or incomplete"):
+        to_utf8(b"\x80", "ISO_IR 166", "LO")
+
+
+def test_iso_ir_6_reads_as_ascii(dcmtk_log):
+    assert to_utf8(b"Doe", "ISO_IR 6", "PN") == b"Doe"
+    assert dcmtk_log == ["W: DcmSpecificCharacterSet: 'ISO_IR 6' is not a defined term in DICOM, "
+                         "will be treated as an empty value (ASCII)"]
+
+
+@pytest.mark.parametrize("charset, value, vr, text", [
+    ("ISO 2022 IR 6\\ISO 2022 IR 100", b"\x1b-AM\xfcller", "LO", "Müller"),
+    ("\\ISO 2022 IR 100\\ISO 2022 IR 126", b"\x1b-A\xfc\x1b-F\xe1\x1b(Bb", "LO", "üαb"),
+    ("ISO 2022 IR 100\\ISO 2022 IR 126", b"\xfc^\x1b-F\xe1", "PN", "ü^α"),      # starts in the first value's set
+    ("ISO 2022 IR 13\\ISO 2022 IR 100", b"\xb1\xb2^abc", "PN", "ｱｲ^abc"),
+    ("ISO 2022 IR 6\\ISO 2022 IR 13", b"abc=\x1b)I\xb1\xb2", "PN", "abc=ｱｲ"),
+    ("\\ISO 2022 IR 149", b"Kim^Gil=\x1b$)C\xb1\xe8^\x1b$)C\xb1\xe6", "PN", "Kim^Gil=김^길"),
+    ("\\ISO 2022 IR 58", b"Zhang=\x1b$)A\xd5\xc5", "PN", "Zhang=张"),
+    ("\\ISO 2022 IR 100", b"ab\x1b-", "LO", "ab\x1b-"),        # an escape sequence cut short: as it is
+    ("ISO 2022 IR 100\\ISO 2022 IR 100", b"Doe", "PN", "Doe"),
+])
+def test_to_utf8_with_iso_2022_code_extensions(charset, value, vr, text):
+    """The code extensions DCMTK's iconv build reads (observed with dcmconv +C)."""
+    assert to_utf8(value, charset, vr).decode() == text
+
+
+@pytest.mark.parametrize("vr, value, text", [
+    ("PN", b"Ab=\x1b-A\xfc^\x1b-A\xfc", "Ab=ü^ü"),
+    ("PN", b"Ab=\x1b-A\xfc^\xfc", None),            # '^' switches back to ASCII
+    ("LO", b"\x1b-A\xfc^\xfc=\xfc", "ü^ü=ü"),        # not in a LO
+    ("LO", b"\x1b-A\xfc\\\xfc", None),              # '\' does
+    ("LT", b"\x1b-A\xfc\\\xfc", "ü\\ü"),           # not in a LT
+    ("LT", b"\x1b-A\xfc\r\n\xfc", None),            # CR, LF, TAB, FF always do
+    ("LO", b"\x1b-A\xfc\t\xfc", None),
+])
+def test_delimiters_switch_back_to_the_first_character_set(vr, value, text):
+    if text is None:
+        with pytest.raises(CharsetError, match="Invalid or incomplete"):
+            to_utf8(value, "\\ISO 2022 IR 100", vr)
+    else:
+        assert to_utf8(value, "\\ISO 2022 IR 100", vr).decode() == text
+
+
+def test_escape_sequences_in_the_first_group_of_a_person_name(dcmtk_log):
+    """Used, with a warning each (observed); values after a backslash start a first group again."""
+    assert to_utf8(b"A\x1b-A\xfc\\B\x1b-A\xfc=\x1b-A\xfc", "\\ISO 2022 IR 100", "PN").decode() == "Aü\\Bü=ü"
+    assert dcmtk_log == [FIRST_GROUP_ESCAPE] * 2
+
+
+@pytest.mark.parametrize("value, message", [
+    (b"\x1b-BAbc", "Cannot convert character set: Escape sequence refers to character set 'ISO 2022 IR 101' "
+                   "that was not declared in SpecificCharacterSet (0008,0005)"),
+    (b"\x1b$BAbc", "Cannot convert character set: Escape sequence refers to character set 'ISO 2022 IR 87' "
+                   "that was not declared in SpecificCharacterSet (0008,0005)"),
+    (b"\x1b%GAbc", "Cannot convert character set: Illegal escape sequence 'ESC 02/05 04/07' found"),
+    (b"M\xfcller", ILLEGAL_CHARACTER),                # no escape sequence: ASCII
+])
+def test_escape_sequence_failures(value, message, dcmtk_log):
+    with pytest.raises(CharsetError) as failure:
+        to_utf8(value, "\\ISO 2022 IR 100", "PN")
+    assert str(failure.value) == message
+    assert dcmtk_log == ([FIRST_GROUP_ESCAPE] if b"\x1b" in value else [])
+
+
+@pytest.mark.parametrize("charset, message", [
+    ("ISO_IR 999", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 999' "
+                   "not supported"),
+    ("ISO_IR 203", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 203' "
+                   "not supported"),
+    ("ISO 2022 IR 100", "Cannot select source character set: SpecificCharacterSet (0008,0005) value "
+                        "'ISO 2022 IR 100' not supported"),
+    ("iso_ir 100", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'iso_ir 100' "
+                   "not supported"),
+    ("ISO_IR 100\\ISO_IR 192", "Cannot select source character set: SpecificCharacterSet (0008,0005) value "
+                               "1 of 2 'ISO_IR 100' not supported"),
+    ("ISO 2022 IR 6\\", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 2 of 2 '' "
+                        "not supported"),
+    ("ISO 2022 IR 87\\ISO_IR 100", "Cannot select source character set: 'ISO 2022 IR 87' is not a allowed as "
+                                   "the first value in SpecificCharacterSet (0008,0005)"),
+    ("ISO 2022 IR 149\\ISO 2022 IR 100", "Cannot select source character set: 'ISO 2022 IR 149' is not a "
+                                         "allowed as the first value in SpecificCharacterSet (0008,0005)"),
+])
+def test_character_sets_dcmtk_cannot_read(charset, message, dcmtk_log):
+    """Observed with the Debian build: ISO_IR 203 and single ISO 2022 terms are not supported."""
+    with pytest.raises(CharsetError) as failure:
+        to_utf8(b"Doe", charset, "PN")
+    assert str(failure.value) == message
+    assert dcmtk_log == []
+
+
+@pytest.mark.parametrize("charset", ["\\ISO 2022 IR 87", "ISO 2022 IR 13\\ISO 2022 IR 87",
+                                     "ISO 2022 IR 6\\ISO 2022 IR 87\\ISO_IR 100"])
+def test_japanese_kanji_sets_cannot_be_opened(charset, dcmtk_log):
+    """iconv has no ISO 2022 IR 87 (nor 159): every value fails, even ASCII, each time with DCMTK's error line."""
+    for _ in range(2):
+        with pytest.raises(CharsetError) as failure:
+            to_utf8(b"Yamada", charset, "PN")
+        assert str(failure.value) == CANNOT_OPEN == "Cannot open character encoding: Invalid argument"
+    assert dcmtk_log == [IR_87_NOT_SUPPORTED] * 2
+
+
+def test_duplicate_terms_are_ignored_with_a_warning(dcmtk_log):
+    source = select_source("ISO 2022 IR 100\\ISO 2022 IR 100")
+    assert source.code_extensions and source.to_utf8(b"\xfc", "LO") == "ü".encode()
+    assert dcmtk_log == ["W: DcmSpecificCharacterSet: 'ISO 2022 IR 100' is defined more than once in "
+                         "SpecificCharacterSet (0008,0005), ignoring the duplicate definition"]
+    assert not select_source("ISO_IR 100").code_extensions
 
 
 @pytest.mark.parametrize("value, charset, message", [
     (b"Bad\xff", "ISO_IR 192", ILLEGAL_CHARACTER),
     (b"M\xfcller", "", ILLEGAL_CHARACTER),          # the default repertoire is 7-bit
-    (b"Foo", "ISO_IR 999",
-     "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 999' not supported"),
 ])
 def test_to_utf8_failures(value, charset, message):
     with pytest.raises(CharsetError) as failure:
@@ -183,20 +293,39 @@ def test_convert_values_is_all_or_nothing(dcmtk_log):
                          "the value of SpecificCharacterSet (0008,0005) is not updated"]
 
 
-def test_convert_values_unknown_destination(dcmtk_log):
+@pytest.mark.parametrize("destination", ["\\ISO 2022 IR 999", "\\ISO 2022 IR 87", "ISO 2022 IR 100", "ISO_IR 203",
+                                         "ISO 2022 IR 6\\ISO 2022 IR 100", "ISO_IR 999"])
+def test_destinations_dcmtk_cannot_select(destination, dcmtk_log):
+    """Only single-valued, non-ISO 2022 terms (and not ISO_IR 203) can be converted to (observed)."""
     with pytest.raises(CharsetError) as failure:
-        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 100", "\\ISO 2022 IR 999")
+        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 100", destination)
     assert str(failure.value) == ("Cannot select destination character set: SpecificCharacterSet (0008,0005) "
-                                  "value '\\ISO 2022 IR 999' not supported")
+                                  f"value '{destination}' not supported")
     assert dcmtk_log == []     # selecting fails before any conversion
 
 
-def test_convert_to_iso_2022_destination():
-    converted = convert_values({PN: ("PN", "Yamada^Tarou=山田^太郎".encode())}, "ISO_IR 192", "\\ISO 2022 IR 87")
-    assert converted[PN] == b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"
-    # Latin letters that neither ASCII nor JIS X 0208 has cannot be encoded
-    with pytest.raises(CharsetError):
-        convert_values({PN: ("PN", "Müller".encode())}, "ISO_IR 192", "\\ISO 2022 IR 87")
+def test_destination_is_selected_before_the_source(dcmtk_log):
+    """Observed: an unsupported record to an unsupported request names the destination; an ISO_IR 6
+    destination warns before the source fails."""
+    with pytest.raises(CharsetError, match="Cannot select destination"):
+        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 999", "ISO 2022 IR 100")
+    with pytest.raises(CharsetError, match="Cannot select source"):
+        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 203", "ISO_IR 6")
+    assert dcmtk_log == ["W: DcmSpecificCharacterSet: 'ISO_IR 6' is not a defined term in DICOM, "
+                         "will be treated as an empty value (ASCII)"]
+
+
+def test_code_extensions_converted_to_a_single_set(dcmtk_log):
+    """Converted part by part: the first part that does not fit stops the conversion (one warning, observed)."""
+    value = b"\x1b-AM\xfcller^\x1b-AJ\xf6rg"
+    assert convert_values({PN: ("PN", value)}, "\\ISO 2022 IR 100", "ISO_IR 100") == {
+        PN: "Müller^Jörg".encode("latin-1")}
+    assert dcmtk_log == [FIRST_GROUP_ESCAPE] * 2
+    dcmtk_log.clear()
+    with pytest.raises(CharsetError, match="Invalid or incomplete"):
+        convert_values({PN: ("PN", value)}, "\\ISO 2022 IR 100", "")
+    assert dcmtk_log == [FIRST_GROUP_ESCAPE, "W: DcmItem: An error occurred during the conversion to ASCII "
+                         "encoding, the value of SpecificCharacterSet (0008,0005) is not updated"]
 
 
 def test_transliterate_and_discard():
@@ -290,4 +419,67 @@ def test_fallback_fails_too(dcmtk_log):
         'W: Converting response from character set "ISO_IR 999" to character set "ASCII" failed, '
         "(error message: Cannot select source character set: SpecificCharacterSet (0008,0005) "
         "value 'ISO_IR 999' not supported)",
+    ]
+
+
+# --- responses to ISO 2022 requests (observed: DCMTK cannot convert to them) ------------------
+
+def _destination_failure(source: str, destination: str) -> str:
+    return (f'W: Converting response from character set "{source}" to character set "{destination}" failed, '
+            f"(error message: Cannot select destination character set: SpecificCharacterSet (0008,0005) "
+            f"value '{destination}' not supported)")
+
+
+@pytest.mark.parametrize("request_charset", ["ISO 2022 IR 100", "\\ISO 2022 IR 87", "ISO 2022 IR 6\\ISO 2022 IR 100"])
+def test_ascii_record_for_an_iso_2022_request(request_charset, dcmtk_log):
+    """Sent as it is, without Specific Character Set: the fall-back (ASCII) is not necessary."""
+    values = {PN: ("PN", b"Doe^John")}
+    assert convert_response(values, "", request_charset, CharsetPolicy()) == ({PN: b"Doe^John"}, "")
+    assert dcmtk_log == [_destination_failure("ASCII", request_charset),
+                         'I: Conversion to fall-back character set "ASCII" is not necessary, '
+                         "since the original character set is compatible"]
+
+
+@pytest.mark.parametrize("record, value", [("ISO_IR 100", "Müller^Jörg".encode("latin-1")),
+                                           ("ISO_IR 192", "Παπαδόπουλος".encode())])
+def test_latin1_and_utf8_records_for_an_iso_2022_request(record, value, dcmtk_log):
+    """Sent unchanged in their own character set after the fall-back to ASCII failed too."""
+    values = {PN: ("PN", value)}
+    assert convert_response(values, record, "ISO 2022 IR 100", CharsetPolicy()) == ({PN: value}, record)
+    assert dcmtk_log == [
+        _destination_failure(record, "ISO 2022 IR 100"),
+        f'I: Trying to convert response from character set "{record}" to fall-back character set "ASCII" instead',
+        "W: DcmItem: An error occurred during the conversion to ASCII encoding, "
+        "the value of SpecificCharacterSet (0008,0005) is not updated",
+        f'W: Converting response from character set "{record}" to character set "ASCII" failed, '
+        f"(error message: {ILLEGAL_CHARACTER})",
+    ]
+
+
+def test_record_in_an_unsupported_set_for_a_utf8_request(dcmtk_log):
+    values = {PN: ("PN", "Müller^€".encode("iso8859_15"))}
+    assert convert_response(values, "ISO_IR 203", "ISO_IR 192", CharsetPolicy()) == (
+        {PN: "Müller^€".encode("iso8859_15")}, "ISO_IR 203")
+    message = "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 203' not supported"
+    assert dcmtk_log == [
+        f'W: Converting response from character set "ISO_IR 203" to character set "ISO_IR 192" failed, '
+        f"(error message: {message})",
+        'I: Trying to convert response from character set "ISO_IR 203" to fall-back character set "ASCII" instead',
+        f'W: Converting response from character set "ISO_IR 203" to character set "ASCII" failed, '
+        f"(error message: {message})",
+    ]
+
+
+def test_japanese_record_for_a_utf8_request(dcmtk_log):
+    values = {PN: ("PN", b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B")}
+    assert convert_response(values, "\\ISO 2022 IR 87", "ISO_IR 192", CharsetPolicy())[1] == "\\ISO 2022 IR 87"
+    assert dcmtk_log == [
+        IR_87_NOT_SUPPORTED,
+        f'W: Converting response from character set "\\ISO 2022 IR 87" to character set "ISO_IR 192" failed, '
+        f"(error message: {CANNOT_OPEN})",
+        'I: Trying to convert response from character set "\\ISO 2022 IR 87" to fall-back character set "ASCII" '
+        "instead",
+        IR_87_NOT_SUPPORTED,
+        f'W: Converting response from character set "\\ISO 2022 IR 87" to character set "ASCII" failed, '
+        f"(error message: {CANNOT_OPEN})",
     ]

@@ -249,6 +249,8 @@ def test_parse_time(value, seconds):
     ("StudyInstanceUID", "1.2\\1.3", ["1.2", "1.3", "1.4", "1.2.3"], ["1.2", "1.3"]),
     ("StudyInstanceUID", "1.*", ["1.2", "1.*"], ["1.*"]),        # wildcards are literal in UIDs
     ("StudyInstanceUID", "1.2 ", ["1.2"], ["1.2"]),
+    ("StudyInstanceUID", " 1.2 \\ 1.3 \\1.4", ["1.2", "1.3", "1.4", "1.5"], ["1.2", "1.3", "1.4"]),  # parts trimmed
+    ("StudyInstanceUID", "\\\\1.3\\", ["1.2", "1.3"], ["1.3"]),
     ("SOPInstanceUID", "1.5\\1.6", ["1.5", "1.6", "1.7"], ["1.5", "1.6"]),
     ("SeriesNumber", "*", ["1", "*"], ["*"]),                    # IS: exact, no wildcard
     ("SeriesNumber", "1", ["1", "01", " 1", "1 "], ["1", " 1", "1 "]),
@@ -295,11 +297,65 @@ def test_only_the_side_that_is_not_utf8_is_converted():
     assert find(SR, records, QueryRetrieveLevel="STUDY", PatientName="M??ller") == [0]
 
 
-def test_iso_2022_record_matches_utf8_query():
-    records = [record(0, PatientName=b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", charset="\\ISO 2022 IR 87"),
-               record(1, PatientName="山田^太郎", charset="ISO_IR 192")]
+def test_readable_code_extensions_are_compared_in_utf8():
+    records = [record(0, PatientName=b"\x1b-AM\xfcller^\x1b-AJ\xf6rg", charset="\\ISO 2022 IR 100"),
+               record(1, PatientName=b"Kim^Gil=\x1b$)C\xb1\xe8^\x1b$)C\xb1\xe6", charset="\\ISO 2022 IR 149")]
     assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 192",
-                PatientName="*山田*") == [0, 1]
+                PatientName="Müller*") == [0]
+    assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 192", PatientName="*=김*") == [1]
+
+
+IR_87_CANDIDATE = [
+    "E: DcmSpecificCharacterSet: 'ISO 2022 IR 87' is not supported by the utilized character set conversion "
+    "library 'GNU C library (iconv), version 2.36'",
+    "W: Character set conversion of the candidate failed with the following error: 'Cannot open character "
+    "encoding: Invalid argument', will compare values that use different (incompatible) character sets: "
+    '"ISO_IR 192" and "\\ISO 2022 IR 87"']
+
+
+def test_japanese_kanji_records_are_compared_as_they_are(dcmtk_log):
+    """DCMTK's iconv cannot read ISO 2022 IR 87 (observed): its records' bytes meet the UTF-8 query."""
+    records = [record(0, PatientName=b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", charset="\\ISO 2022 IR 87"),
+               record(1, PatientName="山田^太郎", charset="ISO_IR 192"),
+               record(2, PatientName=b"Yamada^Hanako", charset="\\ISO 2022 IR 87")]
+    assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 192",
+                PatientName="*山田*") == [1]
+    assert dcmtk_log == IR_87_CANDIDATE * 2            # once per record
+    assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 192",
+                PatientName="Yamada*") == [0, 2]
+
+
+def test_unreadable_records_are_warned_about_once_each(dcmtk_log):
+    records = [record(n, PatientName=b"Doe", charset="ISO_IR 203") for n in range(3)]
+    records += [record(n, PatientName=b"D\xff", charset="ISO_IR 13") for n in (3, 4)]
+    assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 192", PatientName="D*") == [
+        0, 1, 2, 3, 4]
+    unsupported = ("W: Character set conversion of the candidate failed with the following error: 'Cannot select "
+                   "source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 203' not supported', will "
+                   'compare values that use different (incompatible) character sets: "ISO_IR 192" and "ISO_IR 203"')
+    illegal = ("W: Character set conversion of the candidate failed with the following error: 'Cannot convert "
+               "character encoding: Invalid or incomplete multibyte or wide character', will compare values that "
+               'use different (incompatible) character sets: "ISO_IR 192" and "ISO_IR 13"')
+    assert dcmtk_log == [unsupported] * 3 + [illegal] * 2
+
+
+def test_single_valued_iso_2022_query_is_compared_as_it_is(dcmtk_log):
+    """Observed (cs_iso2022_latin1_query): DCMTK cannot read 'ISO 2022 IR 100', so the query's Latin-1
+    bytes meet the records converted to UTF-8 (no match), the records in the same character set, and
+    the records it cannot read either."""
+    latin = "Müller^Jörg".encode("latin-1")
+    records = [record(0, PatientName=latin, charset="ISO_IR 100"),
+               record(1, PatientName=latin, charset="ISO 2022 IR 100"),
+               record(2, PatientName=latin, charset="ISO_IR 203"),
+               record(3, PatientName="Müller^Jörg", charset="ISO_IR 192"),
+               record(4, PatientName=b"Muller")]
+    assert find(SR, records, QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO 2022 IR 100",
+                PatientName="Müller*".encode("latin-1")) == [1, 2]
+    assert dcmtk_log[0] == (
+        "W: Character set conversion of the query key failed with the following error: 'Cannot select source "
+        "character set: SpecificCharacterSet (0008,0005) value 'ISO 2022 IR 100' not supported', will compare "
+        'values that use different (incompatible) character sets: "ISO 2022 IR 100" and "ISO_IR 100"')
+    assert len(dcmtk_log) == 2                           # and the ISO_IR 203 record
 
 
 def test_values_not_affected_by_the_character_set_are_not_converted():
@@ -633,6 +689,29 @@ def test_response_character_set_conversion(dcmtk_log):
            "message: Cannot convert character encoding: Invalid or incomplete multibyte or wide character)" in dcmtk_log
 
 
+def test_responses_to_an_iso_2022_request(dcmtk_log):
+    """Observed (cs_iso2022_latin1_responses): DCMTK cannot convert to ISO 2022, so an ASCII record goes
+    without Specific Character Set, Latin-1 and UTF-8 records as they are, in their own."""
+    records = [record(0, PatientName="Doe^John"),
+               record(1, PatientName="Müller^Jörg".encode("latin-1"), charset="ISO_IR 100"),
+               record(2, PatientName="Παπαδόπουλος", charset="ISO_IR 192")]
+    for charset in ("ISO 2022 IR 100", "\\ISO 2022 IR 87"):
+        contents = [respond(records, row, SpecificCharacterSet=charset, QueryRetrieveLevel="STUDY",
+                            PatientName="")[1] for row in range(3)]
+        assert [content.get(0x00080005) for content in contents] == [None, b"ISO_IR 100", b"ISO_IR 192"]
+        assert [content[0x00100010] for content in contents] == [
+            b"Doe^John", "Müller^Jörg".encode("latin-1"), "Παπαδόπουλος".encode()]
+    assert sum("Cannot select destination character set" in line for line in dcmtk_log) == 6
+
+
+def test_response_elements_in_tag_order():
+    records = [record(0, PatientName="Müller".encode("latin-1"), charset="ISO_IR 100")]
+    response, _ = respond(records, 0, SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="STUDY", PatientName="",
+                          StudyInstanceUID="", Modality="", AccessionNumber="")
+    assert list(response.keys()) == sorted(response.keys()) == [
+        0x00080005, 0x00080050, 0x00080052, 0x00080054, 0x00080060, 0x00100010, 0x0020000D]
+
+
 # --- speed -----------------------------------------------------------------------------------------
 
 def test_fifty_thousand_records_in_milliseconds():
@@ -706,6 +785,9 @@ ORACLE_QUERIES: list[tuple[Model, dict[str, str]]] = [
     (SR, dict(QueryRetrieveLevel="STUDY", StudyDescription="Bauch", PatientBirthDate="19700101")),
     (PR, dict(QueryRetrieveLevel="IMAGE", PatientID="A", StudyInstanceUID="1.2.65", SeriesInstanceUID="",
               SOPInstanceUID="", InstanceNumber="")),
+    (SR, dict(QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO 2022 IR 100", PatientName="Müller*")),
+    (SR, dict(QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO 2022 IR 100", PatientName="")),
+    (SR, dict(QueryRetrieveLevel="STUDY", SpecificCharacterSet="ISO_IR 203", PatientName="M*")),
 ]
 
 
@@ -756,6 +838,7 @@ def _our_answer(model: Model, request: Dataset, columns: dict[int | str, list[by
 
 @pytest.mark.dcmtk
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")   # the odd dates and times are on purpose
+@pytest.mark.filterwarnings("ignore:Unknown encoding")       # pydicom has no ISO_IR 203
 @needs_dcmtk
 def test_same_answers_as_dcmqrscp(tmp_path):
     """Statuses, matches and response identifiers of the real dcmqrscp for the same records."""
