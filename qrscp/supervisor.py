@@ -42,7 +42,7 @@ SHUTDOWN_GRACE = 30.0
 #: Idle workers kept waiting for the next connection.
 SPARE_WORKERS = 2
 #: Idle workers beyond this many are let go.
-MAX_IDLE_WORKERS = 8
+MAX_IDLE_WORKERS = 4
 #: Associations a worker serves before it exits and is replaced (bounds any slow growth).
 WORKER_LIFETIME = 1000
 
@@ -257,7 +257,7 @@ class Supervisor:
             for handle in self.workers.values():
                 handle.channel.close()
             scoreboard = self.server.scoreboard
-            for _ in range(WORKER_LIFETIME):
+            for remaining in range(WORKER_LIFETIME - 1, -1, -1):
                 message, fds, _flags, _address = socket.recv_fds(channel, 256, 1)
                 if not fds:  # the supervisor closed the channel: retire
                     break
@@ -268,6 +268,8 @@ class Supervisor:
                     LOG.exception("association ended by an internal error")
                 finally:
                     scoreboard.mark_idle(slot)
+                if not remaining:  # retire without announcing readiness: no connection can be lost
+                    break
                 try:
                     channel.sendall(_READY)
                 except OSError:  # the supervisor retired us (stop or reload) while we were busy

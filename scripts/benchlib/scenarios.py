@@ -1,0 +1,443 @@
+"""The measurements: each scenario drives one server once (one repetition) and records its rows.
+
+A failing measurement never stops the benchmark: its rows get an error for that server and repetition.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pydicom.dataset import Dataset
+
+from benchlib import dicomclient
+from benchlib.clients import (ClientError, Query, association_rate, find_latency, getscu, movescu,
+                              sop_instance_uids, store_all, storescu)
+from benchlib.corpus import LARGE_MULTIFRAME, SMALL_CT, Corpus, Instance
+from benchlib.prefill import build_index, build_orthanc_databases, study_layout
+from benchlib.report import Row, Target
+from benchlib.servers import Area, OrthancServer, PeakMemory, Receiver, Server
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Counts and durations of one benchmark mode."""
+
+    repetitions: int
+    echo_seconds: float
+    store_count: int
+    parallel_count: int
+    large_count: int
+    into_count: int
+    retrieve_count: int
+    find_sizes: tuple[int, int, int]
+    find_repeats: int
+    timeout: float
+    parallel: int = 4
+
+    @property
+    def into_size(self) -> int:
+        """The prefilled area of the 'store into a full area' row: the middle C-FIND size."""
+        return self.find_sizes[1]
+
+
+MODES = {
+    "full": Settings(repetitions=3, echo_seconds=3.0, store_count=1000, parallel_count=1000, large_count=4,
+                     into_count=1000, retrieve_count=500, find_sizes=(1000, 10000, 50000), find_repeats=20,
+                     timeout=600),
+    "quick": Settings(repetitions=1, echo_seconds=1.5, store_count=500, parallel_count=1000, large_count=2,
+                      into_count=300, retrieve_count=500, find_sizes=(1000, 10000, 20000), find_repeats=5,
+                      timeout=300),
+    "smoke": Settings(repetitions=1, echo_seconds=0.3, store_count=20, parallel_count=20, large_count=1,
+                      into_count=20, retrieve_count=20, find_sizes=(100, 200, 300), find_repeats=2,
+                      timeout=120),
+}
+
+QUERY_KINDS = ("PATIENT by PatientID", "STUDY by StudyDate range", "IMAGE by SOPInstanceUID")
+
+
+def make_rows(settings: Settings) -> dict[str, Row]:
+    """Every row of the table, in print order, with qrscp's targets."""
+    rows = [
+        Row("assoc", "associations/s (one C-ECHO each)", target=Target(0.5)),
+        Row("store1", f"C-STORE small, 1 association, inst/s ({settings.store_count})", target=Target(0.8)),
+        Row("store4", f"C-STORE small, {settings.parallel} parallel associations, inst/s "
+                      f"({settings.parallel_count})", target=Target(1.0, aim=3.0)),
+        Row("into", f"C-STORE small into a {settings.into_size:,}-instance area, inst/s "
+                    f"({settings.into_count})", target=Target(1.0, aim=3.0)),
+        Row("large", f"C-STORE 25 MB multi-frame, MB/s ({settings.large_count})", target=Target(0.8),
+            decimals=1),
+        Row("move", f"C-MOVE of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
+        Row("get", f"C-GET of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
+    ]
+    for size in settings.find_sizes:
+        for kind in QUERY_KINDS:
+            rows.append(Row(f"find:{kind}:{size}", f"C-FIND {kind} at {size:,} instances, ms",
+                            higher_is_better=False, decimals=2,
+                            target=Target(1.0) if size == settings.into_size else None))
+    rows += [
+        Row("pss", "peak PSS of the server's processes while storing in parallel, MiB",
+            higher_is_better=False, target=Target(limit=80), decimals=1),
+        Row("lost", "instances answered Success but not retrievable afterwards", higher_is_better=False,
+            target=Target(limit=0)),
+    ]
+    return {row.key: row for row in rows}
+
+
+def make_machine_rows() -> dict[str, Row]:
+    return {row.key: row for row in (
+        Row("loopback", "loopback TCP throughput (the 25 MB objects' bytes), MB/s", decimals=0),
+        Row("write_large", "file write, no fsync (the 25 MB objects' bytes), MB/s", decimals=0),
+        Row("write_small", "file creation + write, no fsync (the small objects' bytes), files/s",
+            decimals=0),
+    )}
+
+
+class Bench:
+    """One benchmark run: corpus, servers, receiver and results."""
+
+    def __init__(self, settings: Settings, servers: list[Server], receiver: Receiver, work: Path,
+                 scratch: Path, log: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.servers = servers
+        self.receiver = receiver
+        self.work = work
+        self.scratch = scratch
+        self.log = log
+        self.rows = make_rows(settings)
+        self.machine_rows = make_machine_rows()
+        self.corpus = Corpus(work / "corpus")
+        self.broken: dict[str, str] = {}
+        self.receiver_problem: str | None = None
+        self.retrieve_problems: dict[str, str] = {}
+        self.index_seeds: dict[int, Path] = {}
+        self.index_problem: str | None = None
+        self.orthanc_seeds: dict[int, Path] = {}
+
+    # --- set-up -------------------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Every instance the run sends or queries (all servers get the same ones)."""
+        s, corpus, small = self.settings, self.corpus, self.work / "corpus"
+        started = time.perf_counter()
+        reps = range(s.repetitions)
+        self.store1 = [corpus.write_study(SMALL_CT, s.store_count, small / "store1") for _ in reps]
+        self.store4 = [corpus.write_study(SMALL_CT, s.parallel_count, small / "store4") for _ in reps]
+        self.large = [corpus.write_study(LARGE_MULTIFRAME, s.large_count, small / "large") for _ in reps]
+        self.into = [corpus.write_study(SMALL_CT, s.into_count, small / "into") for _ in reps]
+        self.retrieve = corpus.write_study(SMALL_CT, s.retrieve_count, small / "retrieve")
+        studies, per_study = study_layout(max(s.find_sizes))
+        if any(size % per_study for size in s.find_sizes):
+            raise ValueError(f"C-FIND sizes must be multiples of {per_study}")
+        self.find_studies = corpus.write_studies(SMALL_CT, studies, per_study, small / "find")
+        self.per_study = per_study
+        count = sum(map(len, self.store1 + self.store4 + self.large + self.into)) + len(self.retrieve) + \
+            studies * per_study
+        self.log(f"corpus: {count:,} instances in {time.perf_counter() - started:.1f} s")
+
+    def prefill(self) -> None:
+        """The prefilled areas: index files for qrscp/dcmtk, databases for Orthanc."""
+        s = self.settings
+        if any(not isinstance(server, OrthancServer) for server in self.servers):
+            for size in s.find_sizes:
+                started = time.perf_counter()
+                target = self.work / "seeds" / f"index-{size}.dat"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    build_index(self.corpus, SMALL_CT, self.find_studies[:size // self.per_study],
+                                self.work / "seeds", target)
+                except Exception as error:  # noqa: BLE001 - recorded against the rows that need it
+                    self.index_problem = f"no prefilled area: {error}"
+                    break
+                self.index_seeds[size] = target
+                self.log(f"index of {size:,} instances: {time.perf_counter() - started:.1f} s")
+        for server in self.servers:
+            if isinstance(server, OrthancServer) and server.name not in self.broken:
+                started = time.perf_counter()
+                try:
+                    self.orthanc_seeds = build_orthanc_databases(server, list(s.find_sizes), self.find_studies,
+                                                                 self.work / "seeds", s.timeout)
+                except Exception as error:  # noqa: BLE001 - recorded against every Orthanc cell
+                    self.broken[server.name] = f"prefill failed: {error}"
+                self.log(f"Orthanc prefill of {max(s.find_sizes):,} instances: "
+                         f"{time.perf_counter() - started:.1f} s")
+
+    def _area(self, server: Server, title: str, size: int | None = None, read_only: bool = False) -> Area:
+        if size is None:
+            return Area(title)
+        if isinstance(server, OrthancServer):
+            return Area(title, orthanc_db=self.orthanc_seeds.get(size), read_only=read_only)
+        return Area(title, index=self.index_seeds.get(size))
+
+    def start_receiver(self) -> None:
+        """The C-MOVE destination (before any server: Orthanc's prefill already needs it)."""
+        try:
+            self.receiver.start()
+        except Exception as error:  # noqa: BLE001 - only the C-MOVE row needs it
+            self.receiver_problem = f"the C-MOVE receiver (storescp) did not start: {error}"
+
+    def start_servers(self) -> None:
+        """Start every server with all its areas; store the study of the C-MOVE/C-GET rows."""
+        s = self.settings
+        for server in self.servers:
+            server.add_area(self._area(server, "ECHO"))
+            server.add_area(self._area(server, "QR"))
+            for rep in range(s.repetitions):
+                for prefix in ("S1R", "S4R", "SLR"):
+                    server.add_area(self._area(server, f"{prefix}{rep}"))
+                server.add_area(self._area(server, f"INTO{rep}", s.into_size))
+            for size in s.find_sizes:
+                server.add_area(self._area(server, f"F{size}", size, read_only=True))
+            if server.name in self.broken:
+                continue
+            try:
+                server.start()
+            except Exception as error:  # noqa: BLE001 - the server's cells all become errors
+                self.broken[server.name] = f"start failed: {error}"
+                continue
+            try:
+                outcome = store_all(server.endpoint("QR"), [i.path for i in self.retrieve], 1, s.timeout)
+                if outcome.failed:
+                    self.retrieve_problems[server.name] = f"{len(outcome.failed)} instances of the study to " \
+                                                          f"retrieve were not stored"
+            except Exception as error:  # noqa: BLE001 - only the C-MOVE/C-GET rows need the study
+                self.retrieve_problems[server.name] = f"storing the study to retrieve failed: {error}"
+
+    def stop(self) -> None:
+        """Stop every server and the receiver (again: a no-op)."""
+        for server in self.servers:
+            server.stop()
+        self.receiver.stop()
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def scenarios(self) -> list[tuple[str, Callable[[Server, int], None], tuple[str, ...]]]:
+        """(name, measurement, rows it records) in run order."""
+        find_rows = tuple(key for key in self.rows if key.startswith("find:"))
+        return [
+            ("associations", self.measure_associations, ("assoc",)),
+            ("C-STORE, 1 association", self.measure_store_single, ("store1",)),
+            ("C-STORE, parallel", self.measure_store_parallel, ("store4", "pss", "lost")),
+            ("C-STORE into a full area", self.measure_store_into, ("into",)),
+            ("C-STORE large", self.measure_store_large, ("large",)),
+            ("C-MOVE/C-GET", self.measure_retrieve, ("move", "get")),
+            ("C-FIND", self.measure_find, find_rows),
+        ]
+
+    def run(self) -> None:
+        """Every scenario, repetitions interleaved: each repetition visits every server, in an order
+        rotated from one repetition to the next."""
+        for name, measure, row_keys in self.scenarios():
+            for rep in range(self.settings.repetitions):
+                order = self.servers[rep % len(self.servers):] + self.servers[:rep % len(self.servers)]
+                for server in order:
+                    self._measure(server, rep, name, measure, row_keys)
+
+    def _measure(self, server: Server, rep: int, name: str, measure: Callable[[Server, int], None],
+                 row_keys: tuple[str, ...]) -> None:
+        problem = self.broken.get(server.name) or server.problem()
+        counts = {key: len(self.rows[key].values.get(server.name, [])) for key in row_keys}
+        started = time.perf_counter()
+        if problem is None:
+            try:
+                measure(server, rep)
+            except Exception as error:  # noqa: BLE001 - becomes the cell's error
+                problem = f"{type(error).__name__}: {error}" if not isinstance(error, ClientError) else str(error)
+                if (late := server.problem()) is not None:
+                    problem += f" ({late})"
+        if problem is not None:
+            for key in row_keys:
+                if len(self.rows[key].values.get(server.name, [])) == counts[key] and \
+                        problem not in self.rows[key].errors.get(server.name, []):
+                    self.rows[key].fail(server.name, problem)
+        self.log(f"{name} [{server.name}, repetition {rep + 1}]: "
+                 f"{'ERROR ' + problem[:200] if problem else 'ok'} ({time.perf_counter() - started:.1f} s)")
+
+    # --- scenarios ----------------------------------------------------------------------------------
+
+    def measure_associations(self, server: Server, rep: int) -> None:
+        rate = association_rate(server.endpoint("ECHO"), self.settings.echo_seconds)
+        server.release("ECHO")
+        row = self.rows["assoc"]
+        row.record(server.name, rate.per_second)
+        if rate.failures:
+            row.note(server.name, f"{rate.failures} of {rate.attempts} associations failed; first: "
+                                  f"{rate.first_error}")
+
+    def _store(self, server: Server, title: str, instances: list[Instance], row: str, parallel: int = 1,
+               megabytes: bool = False) -> set[str]:
+        """Store ``instances`` into area ``title``; record the rate; the SOP Instance UIDs answered
+        Success."""
+        files = [instance.path for instance in instances]
+        batch = -(-len(files) // parallel)
+        outcome = storescu(server.endpoint(title), [files[i:i + batch] for i in range(0, len(files), batch)],
+                           self.settings.timeout)
+        if megabytes:
+            self.rows[row].record(server.name, sum(f.stat().st_size for f in files) / 1e6 / outcome.seconds)
+        else:
+            self.rows[row].record(server.name, len(files) / outcome.seconds)
+        if outcome.failed:
+            statuses = sorted(set(outcome.failed.values()))
+            self.rows[row].note(server.name, f"{len(outcome.failed)} of {len(files)} C-STOREs not Success "
+                                             f"({', '.join(statuses)[:200]})")
+        succeeded = outcome.succeeded
+        return {instance.sop_instance_uid for instance in instances if instance.path in succeeded}
+
+    def measure_store_single(self, server: Server, rep: int) -> None:
+        self._store(server, f"S1R{rep}", self.store1[rep], "store1")
+        server.release(f"S1R{rep}")
+
+    def measure_store_large(self, server: Server, rep: int) -> None:
+        self._store(server, f"SLR{rep}", self.large[rep], "large", megabytes=True)
+        server.release(f"SLR{rep}")
+
+    def _check_prefilled(self, server: Server) -> None:
+        if self.index_problem and not isinstance(server, OrthancServer):
+            raise ClientError(self.index_problem)
+
+    def measure_store_into(self, server: Server, rep: int) -> None:
+        self._check_prefilled(server)
+        self._store(server, f"INTO{rep}", self.into[rep], "into")
+        server.release(f"INTO{rep}")
+
+    def measure_store_parallel(self, server: Server, rep: int) -> None:
+        title = f"S4R{rep}"
+        endpoint = server.endpoint(title)
+        with PeakMemory(endpoint.pid) as memory:
+            succeeded = self._store(server, title, self.store4[rep], "store4", parallel=self.settings.parallel)
+        self.rows["pss"].record(server.name, memory.peak / MIB)
+        study = self.store4[rep][0].study_instance_uid
+        with tempfile.TemporaryDirectory(dir=self.scratch) as directory:
+            # Failed sub-operations are what this row counts: only a C-GET that brings nothing is an error.
+            getscu(endpoint, study, Path(directory), self.settings.timeout, strict=False)
+            retrieved = sop_instance_uids(Path(directory))
+        server.release(title)
+        if succeeded and not retrieved:
+            raise ClientError("the C-GET that checks the stored instances retrieved nothing")
+        self.rows["lost"].record(server.name, len(succeeded - retrieved))
+
+    def measure_retrieve(self, server: Server, rep: int) -> None:
+        if server.name in self.retrieve_problems:
+            raise ClientError(self.retrieve_problems[server.name])
+        endpoint = server.endpoint("QR")
+        study = self.retrieve[0].study_instance_uid
+        count = len(self.retrieve)
+        try:
+            if self.receiver_problem:
+                raise ClientError(self.receiver_problem)
+            self.receiver.clear()
+            seconds = movescu(endpoint, study, self.settings.timeout)
+            _check_received(len(os.listdir(self.receiver.directory)), count)
+            self.rows["move"].record(server.name, count / seconds)
+        except ClientError as error:
+            self.rows["move"].fail(server.name, str(error))
+        with tempfile.TemporaryDirectory(dir=self.scratch) as directory:
+            seconds = getscu(endpoint, study, Path(directory), self.settings.timeout)
+            _check_received(len(os.listdir(directory)), count)
+            self.rows["get"].record(server.name, count / seconds)
+
+    def queries(self, size: int) -> list[Query]:
+        """The three C-FIND requests at an area of ``size`` instances: a patient, a range of 5 study
+        dates, an image, all from the middle of the area."""
+        studies = self.find_studies[:size // self.per_study]
+        middle = len(studies) // 2
+        study = studies[middle]
+        instance = study[len(study) // 2]
+        last = min(middle + 4, len(studies) - 1)
+
+        patient = Dataset()
+        patient.QueryRetrieveLevel = "PATIENT"
+        patient.PatientID = instance.patient_id
+        patient.PatientName = ""
+        by_date = Dataset()
+        by_date.QueryRetrieveLevel = "STUDY"
+        by_date.StudyDate = f"{instance.study_date}-{studies[last][0].study_date}"
+        by_date.StudyInstanceUID = ""
+        by_date.PatientID = ""
+        image = Dataset()
+        image.QueryRetrieveLevel = "IMAGE"
+        image.StudyInstanceUID = instance.study_instance_uid
+        image.SeriesInstanceUID = instance.series_instance_uid
+        image.SOPInstanceUID = instance.sop_instance_uid
+        encode = dicomclient.encode_identifier
+        return [Query(QUERY_KINDS[0], dicomclient.PATIENT_ROOT_FIND, encode(patient), 1),
+                Query(QUERY_KINDS[1], dicomclient.STUDY_ROOT_FIND, encode(by_date), last - middle + 1),
+                Query(QUERY_KINDS[2], dicomclient.STUDY_ROOT_FIND, encode(image), 1)]
+
+    def measure_find(self, server: Server, rep: int) -> None:
+        self._check_prefilled(server)
+        for size in self.settings.find_sizes:
+            title = f"F{size}"
+            endpoint = server.endpoint(title)
+            for query in self.queries(size):
+                row = self.rows[f"find:{query.label}:{size}"]
+                try:
+                    row.record(server.name, find_latency(endpoint, query, self.settings.find_repeats))
+                except (ClientError, dicomclient.DicomError, OSError) as error:
+                    row.fail(server.name, str(error) or type(error).__name__)
+            server.release(title)
+
+    # --- the machine's limits ---------------------------------------------------------------------------
+
+    def measure_machine(self) -> None:
+        """Loopback TCP and file-write throughput for the same bytes the servers get."""
+        large = [instance.path.read_bytes() for instance in self.large[0]]
+        small = [instance.path.read_bytes() for instance in self.store1[0]]
+        for _ in range(self.settings.repetitions):
+            self.machine_rows["loopback"].record("machine", loopback_throughput(large))
+            directory = Path(tempfile.mkdtemp(dir=self.work))
+            started = time.perf_counter()
+            for number, data in enumerate(large):
+                (directory / f"large{number}").write_bytes(data)
+            self.machine_rows["write_large"].record(
+                "machine", sum(map(len, large)) / 1e6 / (time.perf_counter() - started))
+            started = time.perf_counter()
+            for number, data in enumerate(small):
+                (directory / f"small{number}").write_bytes(data)
+            self.machine_rows["write_small"].record("machine", len(small) / (time.perf_counter() - started))
+            shutil.rmtree(directory)
+
+
+def _check_received(received: int, expected: int) -> None:
+    if received != expected:
+        raise ClientError(f"received {received} of {expected} instances")
+
+
+def loopback_throughput(payloads: list[bytes]) -> float:
+    """MB/s of pushing ``payloads`` through a TCP connection on 127.0.0.1 to another process."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    total = sum(map(len, payloads))
+    pid = os.fork()
+    if pid == 0:  # the receiving process
+        try:
+            connection, _ = listener.accept()
+            buffer = bytearray(1 << 20)
+            received = 0
+            while received < total:
+                count = connection.recv_into(buffer)
+                if not count:
+                    break
+                received += count
+            connection.sendall(b"k")
+        finally:
+            os._exit(0)
+    try:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            started = time.perf_counter()
+            for payload in payloads:
+                sock.sendall(payload)
+            sock.recv(1)
+            seconds = time.perf_counter() - started
+    finally:
+        listener.close()
+        os.waitpid(pid, 0)
+    return total / 1e6 / seconds
+
