@@ -6,13 +6,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from conftest import ROOT, Server, echoscu, needs_dcmtk, simple_config
+from conftest import ROOT, Server, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config
 
 pytestmark = needs_dcmtk
 
@@ -134,3 +135,37 @@ def test_ready_notification_is_sent_once_the_port_is_bound(tmp_path):
         finally:
             server.stop()
         assert listener.recv(1024).decode().startswith("STOPPING=1")
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+
+
+@needs_root
+def test_root_drops_privileges_to_username_and_groupname(tmp_path):
+    import grp
+    import pwd
+
+    import psutil
+
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    tmp_path.chmod(0o777)
+    config = simple_config({"QRSCP": f"{tmp_path}/area RW (10, 10mb) ANY"},
+                           extra=f"UserName = nobody\nGroupName = {group}")
+    with Server(tmp_path, config) as server:
+        assert echoscu(server.port).returncode == 0
+        processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children()]
+        assert {process.uids().effective for process in processes} == {nobody.pw_uid}
+        assert {process.gids().effective for process in processes} == {nobody.pw_gid}
+
+
+@needs_root
+@pytest.mark.parametrize("line, message", [("UserName = no-such-user", "F: bad user name no-such-user"),
+                                           ("GroupName = no-such-group", "F: bad group name no-such-group")])
+def test_unknown_user_or_group_exits_10(tmp_path, line, message):
+    (tmp_path / "server.cfg").write_text(simple_config(extra=line).replace("{port}", "0"))
+    ours = subprocess.run([sys.executable, "-m", "qrscp", "-c", "server.cfg", str(free_port())], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert (ours.returncode, ours.stderr.strip()) == (10, message)
+    theirs = run_dcmtk("dcmqrscp", "-c", "server.cfg", str(free_port()), cwd=tmp_path, timeout=30)
+    assert (theirs.returncode, theirs.stderr.decode().strip()) == (10, message)
