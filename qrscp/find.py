@@ -12,14 +12,10 @@ from typing import Iterator
 from pydicom.dataset import Dataset
 
 from qrscp import datasets, dimse, log, matching
+from qrscp.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
 
 LOG = log.get_logger(log.DB)
 
-PENDING = 0xFF00
-SUCCESS = 0x0000
-CANCEL = 0xFE00
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-UNABLE_TO_PROCESS = 0xC000
 
 
 def find_responses(session, identifier: Dataset, sop_class_uid: str) -> Iterator[tuple[int, Dataset | None]]:

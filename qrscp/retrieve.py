@@ -17,18 +17,12 @@ from pydicom.dataset import Dataset
 from qrscp import acse, datasets, dimse, fileformat, locking, log, matching, uids
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
 from qrscp.pdu import PresentationContextRQ
+from qrscp.status import (CANCEL, MOVE_DESTINATION_UNKNOWN, OUT_OF_RESOURCES_SUB_OPERATIONS, PENDING,
+                          SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS, WARNING)
 from qrscp.transport import TransportClosed
 
 LOG = log.get_logger(log.DB)
 
-PENDING = 0xFF00
-SUCCESS = 0x0000
-CANCEL = 0xFE00
-WARNING = 0xB000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-UNABLE_TO_PROCESS = 0xC000
-MOVE_DESTINATION_UNKNOWN = 0xA801
-OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
 
 #: C-STORE statuses that count as a warning sub-operation (ref §6.4)
 _WARNING_STATUSES = {0x0001, 0x0107, 0x0116}
@@ -142,7 +136,7 @@ class SubAssociationSender(Sender):
                     self.association.receive_dataset(context_id, lambda _d: None, self.timeout)
                 if response["CommandField"] == dimse.C_STORE_RSP and \
                         response.get("MessageIDBeingRespondedTo") == request["MessageID"]:
-                    return response.get("Status", 0xC000)
+                    return response.get("Status", UNABLE_TO_PROCESS)
         except (OSError, TimeoutError, TransportClosed, ProtocolError, PeerAborted, ReleaseRequested) as error:
             self.broken = True
             self.association.abort(0)
@@ -184,7 +178,7 @@ class SameAssociationSender(Sender):
             if field_ == dimse.C_CANCEL_RQ and response.get("MessageIDBeingRespondedTo") == self.get_message_id:
                 self.cancelled = True
             elif field_ == dimse.C_STORE_RSP and response.get("MessageIDBeingRespondedTo") == request["MessageID"]:
-                return response.get("Status", 0xC000)
+                return response.get("Status", UNABLE_TO_PROCESS)
             elif field_ != dimse.C_CANCEL_RQ:
                 raise ProtocolError("unexpected command during a C-GET sub-operation")
 
@@ -370,16 +364,24 @@ def _final(session, context_id: int, request: dimse.Command, status: int, retrie
     session.send(context_id, dimse.response(request, status, **fields), dataset)
 
 
+def _start(session, context_id: int, request: dimse.Command, label: str, models: dict) -> list[Instance] | None:
+    """The instances a C-MOVE/C-GET selects; None when it was refused (its final response is sent)."""
+    if LOG.isEnabledFor(logging.INFO):
+        LOG.info("Received %s SCP:\n%s", label, dimse.dump(request, incoming=True))
+    identifier = _receive_identifier(session, context_id)
+    matched = UNABLE_TO_PROCESS if identifier is None else _match(session, request, identifier, models)
+    if isinstance(matched, int):
+        _final(session, context_id, request, matched, None, 1, label)
+        return None
+    return matched
+
+
 def handle_move(session, context_id: int, request: dimse.Command) -> None:
     """Serve one C-MOVE-RQ."""
-    if LOG.isEnabledFor(logging.INFO):
-        LOG.info("Received Move SCP:\n%s", dimse.dump(request, incoming=True))
-    identifier = _receive_identifier(session, context_id)
-    matched = UNABLE_TO_PROCESS if identifier is None else _match(session, request, identifier, matching.MOVE_MODELS)
-    if isinstance(matched, int):
-        _final(session, context_id, request, matched, None, 1, "Move")
+    matched = _start(session, context_id, request, "Move", matching.MOVE_MODELS)
+    if matched is None:
         return
-    if not matched:
+    if not matched:  # the destination is not even looked at (ref §6.4)
         _final(session, context_id, request, SUCCESS, None, 1, "Move")
         return
     destination = request.get("MoveDestination", "")
@@ -400,12 +402,8 @@ def handle_move(session, context_id: int, request: dimse.Command) -> None:
 
 def handle_get(session, context_id: int, request: dimse.Command) -> None:
     """Serve one C-GET-RQ."""
-    if LOG.isEnabledFor(logging.INFO):
-        LOG.info("Received Get SCP:\n%s", dimse.dump(request, incoming=True))
-    identifier = _receive_identifier(session, context_id)
-    matched = UNABLE_TO_PROCESS if identifier is None else _match(session, request, identifier, matching.GET_MODELS)
-    if isinstance(matched, int):
-        _final(session, context_id, request, matched, None, 1, "Get")
+    matched = _start(session, context_id, request, "Get", matching.GET_MODELS)
+    if matched is None:
         return
     sender = SameAssociationSender(session.association, request.get("MessageID", 0), session.options.dimse_timeout)
     _run(session, context_id, request, Retrieval(matched, sender, request.get("Priority", 0)), "Get")

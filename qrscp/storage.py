@@ -13,15 +13,11 @@ from qrscp import dimse, fileformat, log, uids
 from qrscp.association import Association
 from qrscp.database import DatabaseError, QuotaExceeded
 from qrscp.indexvalues import read_index_values
+from qrscp.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_OF_RESOURCES,
+                          SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS)
 
 LOG = log.get_logger(log.DB)
 
-SUCCESS = 0x0000
-REFUSED_OUT_OF_RESOURCES = 0xA700
-ERROR_DATASET_DOES_NOT_MATCH = 0xA900
-ERROR_CANNOT_UNDERSTAND = 0xC000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-REFUSED_NOT_AUTHORIZED = 0x0124
 
 
 class StoreFailed(Exception):
@@ -62,7 +58,7 @@ def handle_store(session, context_id: int, request: dimse.Command) -> None:
     elif not session.entry.writable:
         _discard(association, context_id, timeout)
         LOG.warning("storeSCP: storage area of %s is read-only", session.entry.ae_title)
-        status = REFUSED_NOT_AUTHORIZED
+        status = NOT_AUTHORIZED
     else:
         status = _store(session, context_id, context.transfer_syntax, sop_class_uid, sop_instance_uid)
     response = dimse.response(request, status)
@@ -83,34 +79,34 @@ def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, s
     except OSError as error:
         _discard(session.association, context_id, session.options.dimse_timeout)
         LOG.error("storeSCP: cannot create image file: %s", error)
-        return REFUSED_OUT_OF_RESOURCES
+        return OUT_OF_RESOURCES
     stored = False
     try:
         try:
             _receive_into(session, context_id, fd, transfer_syntax, sop_class_uid, sop_instance_uid, fmt)
         except OSError as error:
             LOG.error("storescp: Cannot write image file: %s", error)
-            raise StoreFailed(REFUSED_OUT_OF_RESOURCES, str(error)) from error
+            raise StoreFailed(OUT_OF_RESOURCES, str(error)) from error
         try:
             values = read_index_values(path)
         except Exception as error:  # whatever the parser makes of a broken data set
             LOG.error("Bad image file: %s (%s)", path, error)
-            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+            raise StoreFailed(UNABLE_TO_PROCESS, str(error)) from error
         uid_padding = session.options.uid_padding
         if not values.sop_class_uid or not values.sop_instance_uid:
             LOG.error("Bad image file: %s", path)
-            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, "SOP Class or SOP Instance UID missing")
+            raise StoreFailed(UNABLE_TO_PROCESS, "SOP Class or SOP Instance UID missing")
         if not _same_uid(values.sop_class_uid, sop_class_uid, uid_padding) or \
                 not _same_uid(values.sop_instance_uid, sop_instance_uid, uid_padding):
-            raise StoreFailed(ERROR_DATASET_DOES_NOT_MATCH, "data set does not match the request")
+            raise StoreFailed(DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set does not match the request")
         try:
             area.register(path, sop_class_uid, values)
         except QuotaExceeded as error:
             LOG.error("storeSCP: Database: storeRequest Failed (Refused: OutOfResources): %s", error)
-            raise StoreFailed(REFUSED_OUT_OF_RESOURCES, str(error)) from error
+            raise StoreFailed(OUT_OF_RESOURCES, str(error)) from error
         except DatabaseError as error:
             LOG.error("storeSCP: Database: storeRequest Failed (Failed: UnableToProcess): %s", error)
-            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+            raise StoreFailed(UNABLE_TO_PROCESS, str(error)) from error
         stored = True
         return SUCCESS
     except StoreFailed as failure:
@@ -147,6 +143,6 @@ def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_c
         try:
             data, target = fileformat.convert_dataset(b"".join(parts), transfer_syntax, fmt, len(meta))
         except ValueError as error:
-            raise StoreFailed(ERROR_CANNOT_UNDERSTAND, str(error)) from error
+            raise StoreFailed(UNABLE_TO_PROCESS, str(error)) from error
         file.write(meta)
         file.write(data)
