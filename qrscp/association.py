@@ -6,9 +6,10 @@ and :meth:`Association.command_waiting` lets a service look for a C-CANCEL betwe
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from qrscp import dimse, pdu
 from qrscp.dimse import Command
@@ -20,6 +21,8 @@ MAX_COMMAND_LENGTH = 1 << 16
 PDV_OVERHEAD = 12
 #: Fragment size used when the peer announces no maximum PDU length (0 = unlimited).
 UNLIMITED_PDV = 1 << 20
+#: Bytes gathered into one write to the socket.
+SEND_BATCH = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class Association:
         self.peer_host = peer_host
         self.contexts = contexts
         self.max_receive_pdu = max_receive_pdu
-        self.max_send_pdv = (max_send_pdu - PDV_OVERHEAD) if max_send_pdu else UNLIMITED_PDV
+        # a peer's absurdly small maximum (below our own overhead) still gets one byte per PDV
+        self.max_send_pdv = max(max_send_pdu - PDV_OVERHEAD, 1) if max_send_pdu else UNLIMITED_PDV
         self._pdvs: deque[tuple[int, int, memoryview]] = deque()
         self._message_id = 0
 
@@ -173,28 +177,38 @@ class Association:
 
     def send_message(self, context_id: int, command: Command,
                      dataset: bytes | bytearray | memoryview | None = None) -> None:
-        """Send a command and its data set (if any) as P-DATA-TF PDUs, in as few writes as possible."""
+        """Send a command and its data set (if any) as P-DATA-TF PDUs, in few writes of bounded size."""
         command = dict(command)
         command["CommandDataSetType"] = dimse.NO_DATASET if dataset is None else dimse.DATASET_PRESENT
-        buffers = self._fragments(context_id, dimse.encode_command(command), 0x01)
+        pending: list = []
+        size = 0
+        fragments = self._fragments(context_id, dimse.encode_command(command), 0x01)
         if dataset is not None:
-            buffers += self._fragments(context_id, dataset, 0x00)
-        self.transport.send(b"".join(buffers))
+            fragments = itertools.chain(fragments, self._fragments(context_id, dataset, 0x00))
+        for header, chunk in fragments:
+            pending += (header, chunk)
+            size += len(header) + len(chunk)
+            if size >= SEND_BATCH:
+                self.transport.send(b"".join(pending))
+                pending.clear()
+                size = 0
+        if pending:
+            self.transport.send(b"".join(pending))
 
-    def _fragments(self, context_id: int, data: bytes | bytearray | memoryview, kind: int) -> list:
+    def _fragments(self, context_id: int, data: bytes | bytearray | memoryview,
+                   kind: int) -> Iterator[tuple[bytes, memoryview]]:
+        """(PDU and PDV header, data) of each fragment of a command (``kind`` 1) or data set (0)."""
         view = memoryview(data)
         size = self.max_send_pdv
         total = len(view)
-        buffers = []
         offset = 0
         while True:
             chunk = view[offset:offset + size]
             offset += len(chunk)
             last = offset >= total
-            buffers.append(pdu.pdv_header(len(chunk), context_id, kind | (0x02 if last else 0)))
-            buffers.append(chunk)
+            yield pdu.pdv_header(len(chunk), context_id, kind | (0x02 if last else 0)), chunk
             if last:
-                return buffers
+                return
 
     # -- ending ------------------------------------------------------------------------------------
 

@@ -402,7 +402,7 @@ def expand_command_files(argv: Sequence[str]) -> list[str]:
                 content = stream.read()
         except IsADirectoryError:
             content = b""
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a name holding a NUL byte
             raise CommandLineError(f"Cannot open command file '{argument[1:]}'") from None
         expanded.extend(split_command_file(content.decode(sys.getfilesystemencoding(), "surrogateescape")))
     return expanded

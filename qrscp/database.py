@@ -14,6 +14,7 @@ The columns read for find/move are cached under the same rule.
 """
 from __future__ import annotations
 
+import errno
 import heapq
 import mmap
 import os
@@ -42,15 +43,22 @@ _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class DatabaseError(Exception):
-    """The index cannot be used or changed; ``status_text`` is how the reference names the outcome."""
+    """The index cannot be used or changed; ``status`` is the C-STORE status it leads to and
+    ``status_text`` how the reference names it."""
 
+    status = 0xC000
     status_text = "Failed: UnableToProcess"
 
 
 class QuotaExceeded(DatabaseError):
     """The image is larger than maxBytesPerStudy: the C-STORE is refused with 0xA700."""
 
+    status = 0xA700
     status_text = "Refused: OutOfResources"
+
+
+class IndexWriteFailed(QuotaExceeded):
+    """The index could not grow (a full disk): nothing was changed, the C-STORE is refused with 0xA700."""
 
 
 @dataclass
@@ -141,6 +149,8 @@ class StorageArea:
         self.creation_time = int(time.time())
         self._fd = -1
         self._pid = 0
+        #: the index could be opened for reading only (a read-only area: find and retrieve still work)
+        self.read_only = False
         self._map: mmap.mmap | None = None
         self._cache: _Cache | None = None
         if create_directory and not os.path.isdir(self.directory):
@@ -160,8 +170,15 @@ class StorageArea:
     def _open(self) -> None:
         try:
             fd = os.open(self._index_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self.read_only = False
         except OSError as error:
-            self._fail(f"{self.index_path}: {error.strerror}")
+            if error.errno not in (errno.EACCES, errno.EROFS) or not os.path.exists(self._index_file):
+                self._fail(f"{self.index_path}: {error.strerror}")
+            try:  # a read-only area can still be queried and retrieved from
+                fd = os.open(self._index_file, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as error:
+                self._fail(f"{self.index_path}: {error.strerror}")
+            self.read_only = True
         try:
             with locking.exclusive(fd):
                 if os.fstat(fd).st_size == 0:
@@ -204,8 +221,20 @@ class StorageArea:
         block = os.pread(self._fd, index.DESCRIPTORS_SIZE, index.DESCRIPTORS_OFFSET)
         cache = self._cache
         if cache is None or cache.key != key or cache.descriptor_block != block:
+            self._check_file(status.st_size)
             cache = self._cache = _Cache(key, block)
         return cache
+
+    def _check_file(self, size: int) -> None:
+        """After a change by another writer: the header must still be valid (else DatabaseError); an
+        incomplete last record is reported (and ignored, as the reference ignores it)."""
+        try:
+            index.check_header(os.pread(self._fd, index.HEADER_SIZE, 0), self.index_path)
+        except index.IndexFormatError as error:
+            self._fail(str(error))
+        partial = (size - index.RECORDS_OFFSET) % index.RECORD_SIZE if size > index.RECORDS_OFFSET else 0
+        if partial:
+            LOG.warning("%s: the last record is incomplete (%d bytes): ignored", self.index_path, partial)
 
     def _buffer(self) -> mmap.mmap | bytes:
         """A read-only map of the whole index as it is now (under the lock)."""
@@ -231,7 +260,10 @@ class StorageArea:
         cache.columns.clear()
 
     def start_association(self) -> None:
-        """The handle serves a new association: its files are named with this time (ref §1.9)."""
+        """The handle serves a new association: check the index as the reference's new DB handle does
+        (DatabaseError if it became unusable), and name its files with this time (ref §1.9)."""
+        with self._locked(exclusive=False):
+            pass
         self.creation_time = int(time.time())
 
     def close(self) -> None:
@@ -375,7 +407,12 @@ class StorageArea:
             filename=name, sop_class_uid=sop_class_uid.encode("latin-1"), recorded_date=0.0,
             image_size=image_size, hstat=index.OBJECT_IS_NEW if is_new else index.OBJECT_IS_NOT_NEW,
             params=index.param_values(values.values), instance_description=values.instance_description)
+        if self.read_only:
+            raise IndexWriteFailed(f"{self.index_path}: {os.strerror(errno.EROFS)}")
         with self._locked(exclusive=True) as cache:
+            slots = self._slots(cache)
+            if not slots.free and not slots.of_sop(sop_uid):
+                self._grow(cache)  # before anything is removed: a full disk then changes nothing
             descriptors = index.decode_descriptors(cache.descriptor_block)
             for slot, old in self._verified(cache, lambda: self._slots(cache).of_sop(sop_uid),
                                             lambda r: r.sop_instance_uid == sop_uid):
@@ -388,9 +425,11 @@ class StorageArea:
             descriptor.study_size += image_size
             descriptor.last_recorded_date = now
             descriptor.image_count += 1
-            self._write_record(cache, record, sop_uid, study_uid)
+            target = self._free_slot(cache)
+            self._write(index.record_writes(target, index.encode_record(record)))
+            slots.add(target, sop_uid, study_uid)
             block = index.encode_descriptors(descriptors)
-            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._write([(index.DESCRIPTORS_OFFSET, block)])
             self._remember_own_write(cache, block)
 
     def _find_study(self, descriptors: list[index.StudyDescriptor], study_uid: bytes) -> int | None:
@@ -470,21 +509,42 @@ class StorageArea:
         except OSError as error:
             LOG.error("cannot delete file: %s: %s", filename, error.strerror)
 
-    def _write_record(self, cache: _Cache, record: index.Record, sop_uid: bytes, study_uid: bytes) -> None:
-        """Write ``record`` into the first free slot (checked on disk) or at the end."""
+    def _free_slot(self, cache: _Cache) -> int:
+        """The first free slot (checked on disk), else the slot after the last (ref §1.8)."""
         slots = self._slots(cache)
-        slot = slots.count
         while slots.free:
             candidate = heapq.heappop(slots.free)
             if index.slot_is_free(os.pread(self._fd, 1, index.liveness_offset(candidate))):
-                slot = candidate
-                break
-        self._write(index.record_writes(slot, index.encode_record(record)))
-        slots.add(slot, sop_uid, study_uid)
+                return candidate
+        return slots.count
+
+    def _grow(self, cache: _Cache) -> None:
+        """Append a free slot (and, to a new index, the descriptors), so that the disk space for the record
+        is there before anything else changes. Raises :class:`IndexWriteFailed`, leaving the file as it
+        was, if the index cannot grow."""
+        slots = self._slots(cache)
+        size = os.fstat(self._fd).st_size
+        writes = [(index.record_offset(slots.count), index.FREE_RECORD)]
+        if size < index.RECORDS_OFFSET:
+            writes.insert(0, (index.DESCRIPTORS_OFFSET, cache.descriptor_block.ljust(index.DESCRIPTORS_SIZE, b"\0")))
+        try:
+            self._write(writes)
+        except OSError as error:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+            message = f"{self.index_path}: {error.strerror}"
+            LOG.error("%s", message)
+            raise IndexWriteFailed(message) from error
+        heapq.heappush(slots.free, slots.count)
+        slots.count += 1
 
     def _write(self, writes: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) pairs in order; a short write (a full disk) raises OSError."""
         for offset, data in writes:
-            os.pwrite(self._fd, data, offset)
+            if os.pwrite(self._fd, data, offset) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     # --- maintenance ---------------------------------------------------------------------------------
 
@@ -502,7 +562,7 @@ class StorageArea:
                 LOG.warning("removing index record of unreadable file: %s", os.fsdecode(record.filename))
                 self._remove(cache, slot, record, descriptors, keep=record.filename)
             block = index.encode_descriptors(descriptors)
-            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._write([(index.DESCRIPTORS_OFFSET, block)])
             self._remember_own_write(cache, block)
 
     def repair(self, dangling: Mapping[int, bytes], backup_path: str | None = None) -> int:
@@ -525,7 +585,7 @@ class StorageArea:
             self._cache = None
             cache = self._refresh()
             block = index.encode_descriptors(self._descriptors_from_records(cache))
-            os.pwrite(self._fd, block, index.DESCRIPTORS_OFFSET)
+            self._write([(index.DESCRIPTORS_OFFSET, block)])
             self._remember_own_write(cache, block)
             return freed
 

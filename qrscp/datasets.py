@@ -16,6 +16,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
 from qrscp import uids
+from qrscp.fileformat import check_dataset
 
 
 def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
@@ -35,14 +36,11 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
         except zlib.error as error:
             raise ValueError(f"identifier does not inflate: {error}") from error
     implicit, little = _encoding(transfer_syntax)
+    check_dataset(data, implicit, little)  # pydicom would accept a truncated identifier
     try:
-        dataset = read_dataset(BytesIO(data), implicit, little)
-        # touch every element once so that a malformed stream fails here, not in the matcher
-        for tag in list(dataset.keys()):
-            dataset.get_item(tag)
+        return read_dataset(BytesIO(data), implicit, little)
     except Exception as error:  # pydicom raises many kinds for broken input
         raise ValueError(f"identifier does not parse: {error}") from error
-    return dataset
 
 
 #: VRs whose values are byte strings with a 2-byte length in explicit VR (all the query keys are such)

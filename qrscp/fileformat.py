@@ -379,6 +379,14 @@ def _inflate(data: bytes) -> bytes:
         raise ValueError(f"deflated data set does not inflate: {error}") from error
 
 
+def check_dataset(data: bytes, implicit: bool, little: bool) -> None:
+    """Raise ValueError unless ``data`` parses completely, strictly within its bounds, as a data set."""
+    try:
+        _Parser(data, implicit, little).dataset(0, len(data))
+    except RecursionError:
+        raise ValueError("data set nested too deeply") from None
+
+
 def _decode(data: bytes, transfer_syntax: str) -> list[_Element]:
     """The top-level elements of a data set encoded in ``transfer_syntax``."""
     if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:

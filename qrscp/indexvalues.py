@@ -321,12 +321,20 @@ def _read_meta(source: _Source) -> tuple[int, str | None]:
     return pos, transfer_syntax
 
 
+#: A deflated data set that inflates to more than this is refused (a "zip bomb" must not exhaust memory).
+INFLATE_LIMIT = 64 << 20
+
+
 def _inflate(data: bytes) -> bytes:
     for wbits in (-zlib.MAX_WBITS, zlib.MAX_WBITS | 32):
+        inflater = zlib.decompressobj(wbits)
         try:
-            return zlib.decompressobj(wbits).decompress(data)
+            inflated = inflater.decompress(data, INFLATE_LIMIT)
         except zlib.error:
             continue
+        if inflater.unconsumed_tail:
+            raise DicomFileError(f"the deflated data set inflates to more than {INFLATE_LIMIT >> 20} MiB")
+        return inflated
     raise DicomFileError("cannot inflate the deflated data set")
 
 

@@ -11,7 +11,7 @@ import os
 
 from qrscp import dimse, fileformat, log, uids
 from qrscp.association import Association
-from qrscp.database import DatabaseError, QuotaExceeded
+from qrscp.database import DatabaseError
 from qrscp.indexvalues import read_index_values
 from qrscp.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_OF_RESOURCES,
                           SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS)
@@ -101,12 +101,9 @@ def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, s
             raise StoreFailed(DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set does not match the request")
         try:
             area.register(path, sop_class_uid, values)
-        except QuotaExceeded as error:
-            LOG.error("storeSCP: Database: storeRequest Failed (Refused: OutOfResources): %s", error)
-            raise StoreFailed(OUT_OF_RESOURCES, str(error)) from error
         except DatabaseError as error:
-            LOG.error("storeSCP: Database: storeRequest Failed (Failed: UnableToProcess): %s", error)
-            raise StoreFailed(UNABLE_TO_PROCESS, str(error)) from error
+            LOG.error("storeSCP: Database: storeRequest Failed (%s): %s", error.status_text, error)
+            raise StoreFailed(error.status, str(error)) from error
         stored = True
         return SUCCESS
     except StoreFailed as failure:
@@ -124,6 +121,26 @@ def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, s
                 LOG.error("storeSCP: pruning the index failed: %s", error)
 
 
+class _Sink:
+    """Writes to a file; after a write error (a full disk) it swallows the rest of the data set, so that
+    the association stays in step, and :meth:`check` raises the error once everything is received."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.error is None:
+            try:
+                self.file.write(data)
+            except OSError as error:
+                self.error = error
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_class_uid: str,
                   sop_instance_uid: str, fmt: fileformat.OutputFormat) -> None:
     """Receive the data set into the open file ``fd`` in the configured output format, and close it."""
@@ -132,9 +149,11 @@ def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_c
     source = association.calling_ae_title
     with os.fdopen(fd, "wb", buffering=1 << 20) as file:
         if not fmt.needs_conversion(transfer_syntax):
+            sink = _Sink(file)
             if fmt.write_file:
-                file.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, source))
-            association.receive_dataset(context_id, file.write, timeout)
+                sink.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, source))
+            association.receive_dataset(context_id, sink.write, timeout)
+            sink.check()
             return
         parts: list[bytes] = []
         association.receive_dataset(context_id, lambda data: parts.append(bytes(data)), timeout)

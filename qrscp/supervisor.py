@@ -288,7 +288,7 @@ class Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -298,7 +298,13 @@ class Supervisor:
                 handle.channel.close()
             if self.server.scoreboard is not None:
                 self.server.scoreboard.release_pid(pid)
-            LOG.info("Cleaned up after child (%d)", pid)
+            if os.WIFSIGNALED(status):
+                LOG.error("worker %d killed by signal %s: its association, if any, was lost", pid,
+                          signal.Signals(os.WTERMSIG(status)).name)
+            elif os.WEXITSTATUS(status):
+                LOG.error("worker %d ended with exit code %d", pid, os.WEXITSTATUS(status))
+            else:
+                LOG.info("Cleaned up after child (%d)", pid)
 
     def _live_children(self) -> bool:
         self._reap()

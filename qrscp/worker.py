@@ -228,3 +228,7 @@ def _dispatch(session: Session) -> None:
             LOG.error("DIMSE Failure (aborting association): %s", error or type(error).__name__)
             association.abort()
             return
+        except DatabaseError:  # the index became unusable during the association (logged where found)
+            LOG.error("DIMSE Failure (aborting association): 000c:0001 Index database error")
+            association.abort()
+            return
