@@ -26,8 +26,10 @@ class Scoreboard:
     def __init__(self, size: int = 1024) -> None:
         self.size = size
         self._map = mmap.mmap(-1, size * _SLOT.size, flags=mmap.MAP_SHARED)
-        handle, self._lock_path = tempfile.mkstemp(prefix="qrscp-scoreboard-")
-        os.close(handle)
+        # the lock file is unlinked at once (nothing is left behind, whatever ends the server); each
+        # process reopens it through /proc, which gives it its own open file description to flock
+        self._shared_fd, path = tempfile.mkstemp(prefix="qrscp-scoreboard-")
+        os.unlink(path)
         self._lock_fd: int | None = None
         self._lock_pid = 0
 
@@ -63,7 +65,7 @@ class Scoreboard:
     def locked(self) -> Iterator[None]:
         """Exclusive access across processes (for check-then-mark sequences)."""
         if self._lock_fd is None or self._lock_pid != os.getpid():
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR)
+            self._lock_fd = os.open(f"/proc/self/fd/{self._shared_fd}", os.O_RDWR | os.O_CLOEXEC)
             self._lock_pid = os.getpid()
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
@@ -90,8 +92,5 @@ class Scoreboard:
         self._write(index, os.getpid(), WAITING)
 
     def close(self) -> None:
-        """Supervisor, at exit: remove the lock file."""
-        try:
-            os.unlink(self._lock_path)
-        except OSError:
-            pass
+        """Supervisor, at exit: release the lock file."""
+        os.close(self._shared_fd)
