@@ -309,3 +309,25 @@ def test_a_killed_worker_is_replaced_and_costs_only_its_association(tmp_path):
         assert not held.is_established or held.send_c_echo().Status is None
         for _ in range(3):
             assert echoscu(server.port).returncode == 0
+
+
+def test_single_process_mode_runs_under_pdb(tmp_path):
+    """``python -m pdb -m qrscp -s ...``: the debugger starts the server, which then serves association
+    after association in the debugged process."""
+    from conftest import free_port, wait_for_port
+
+    port = free_port()
+    (tmp_path / "server.cfg").write_text(simple_config().replace("{port}", str(port)))
+    debugger = subprocess.Popen([sys.executable, "-m", "pdb", "-m", "qrscp", "-s", "-c", "server.cfg"],
+                                cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    try:
+        debugger.stdin.write(b"continue\n")
+        debugger.stdin.flush()
+        wait_for_port(port, process=debugger)
+        for _ in range(3):
+            assert echoscu(port).returncode == 0
+        assert [child for child in __import__("psutil").Process(debugger.pid).children()] == []
+    finally:  # after a clean stop pdb would restart the program: end the debugger itself
+        debugger.kill()
+        debugger.wait(20)
