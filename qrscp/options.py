@@ -17,7 +17,7 @@ import os
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from pydicom import uid as pydicom_uid
 
@@ -123,6 +123,9 @@ _QUIET_LEVELS = ("off", "fatal")
 _HOST_INFO = ("Host type: Debian\n"
               "Character encoding: system default (unknown)\n"
               "Build options: shared cxx11 threads lfs extern-dict dcmdictpath private-tags char-conv\n")
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -477,29 +480,27 @@ def _log_forced(message: str, level: str, config: str | None, appname: str) -> N
     logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None))
 
 
+def _rightmost(cmd: CommandLine, choices: dict[str, T], default: T) -> T:
+    """The value of the right-most of the mutually exclusive ``choices`` given, else ``default``."""
+    value = default
+    with cmd.block():
+        for option, choice in choices.items():
+            if cmd.find(option):
+                value = choice
+    return value
+
+
 def _evaluate_database_options(cmd: CommandLine, app: ConsoleApp, options: Options) -> None:
     """``-c``, ``-s/--fork`` and the database options."""
     if cmd.find("--config"):
         options.config_file = cmd.value()
-    with cmd.block():
-        if cmd.find("--single-process"):
-            options.single_process = True
-        if cmd.find("--fork"):
-            options.single_process = False
+    options.single_process = _rightmost(cmd, {"--single-process": True, "--fork": False}, options.single_process)
     options.require_find = cmd.find("--require-find")
     options.no_parallel_store = cmd.find("--no-parallel-store")
     options.disable_get = cmd.find("--disable-get")
     options.allow_shutdown = cmd.find("--allow-shutdown")
-    with cmd.block():
-        if cmd.find("--check-find"):
-            options.check_find = True
-        if cmd.find("--no-check-find"):
-            options.check_find = False
-    with cmd.block():
-        if cmd.find("--check-move"):
-            options.check_move = True
-        if cmd.find("--no-check-move"):
-            options.check_move = False
+    options.check_find = _rightmost(cmd, {"--check-find": True, "--no-check-find": False}, options.check_find)
+    options.check_move = _rightmost(cmd, {"--check-move": True, "--no-check-move": False}, options.check_move)
     # Not mutually exclusive: each option counts only right of the one found before (ref §8.2).
     with cmd.block():
         if cmd.find("--move-unrestricted"):
@@ -527,11 +528,7 @@ def _evaluate_network_options(cmd: CommandLine, app: ConsoleApp,
     outgoing = _chosen_preference(cmd, OUTGOING_PREFERENCES)
     options.incoming_ts = list(incoming.syntaxes)
     options.outgoing_ts = list(outgoing.syntaxes)
-    with cmd.block():
-        if cmd.find("--access-full"):
-            options.access_control = False
-        if cmd.find("--access-control"):
-            options.access_control = True
+    options.access_control = _rightmost(cmd, {"--access-full": False, "--access-control": True}, options.access_control)
     if cmd.find("--timeout"):
         options.connect_timeout = cmd.signed_value(minimum=1)
     if cmd.find("--acse-timeout"):
@@ -549,11 +546,7 @@ def _evaluate_network_options(cmd: CommandLine, app: ConsoleApp,
         for chosen, default in ((incoming, INCOMING_PREFERENCES[0]), (outgoing, OUTGOING_PREFERENCES[0])):
             app.check_conflict("--assoc-config-file", chosen.long, chosen is not default)
         options.assoc_config = (cmd.value(), cmd.value(), cmd.value())
-    with cmd.block():
-        if cmd.find("--use-request-charset"):
-            options.use_request_charset = True
-        if cmd.find("--override-charset"):
-            options.use_request_charset = False
+    options.use_request_charset = _rightmost(cmd, {"--use-request-charset": True, "--override-charset": False}, options.use_request_charset)
     with cmd.block():
         for long, charset in (("--convert-to-ascii", ""), ("--convert-to-utf8", "ISO_IR 192"),
                               ("--convert-to-latin1", "ISO_IR 100")):
@@ -579,21 +572,9 @@ def _chosen_preference(cmd: CommandLine, preferences: tuple[Preference, ...]) ->
 def _evaluate_output_options(cmd: CommandLine, app: ConsoleApp, options: Options,
                              incoming: Preference, outgoing: Preference) -> None:
     """``+u/-u``, ``-B/+B``, ``+F/-F``, ``+t…``, ``+g…``, ``+e/-e``, ``-p/+p``, ``+cl`` and their conflicts."""
-    with cmd.block():
-        if cmd.find("--enable-new-vr"):
-            options.enable_new_vr = True
-        if cmd.find("--disable-new-vr"):
-            options.enable_new_vr = False
-    with cmd.block():
-        if cmd.find("--normal"):
-            options.bit_preserving = False
-        if cmd.find("--bit-preserving"):
-            options.bit_preserving = True
-    with cmd.block():
-        if cmd.find("--write-file"):
-            options.write_file = True
-        if cmd.find("--write-dataset"):
-            options.write_file = False
+    options.enable_new_vr = _rightmost(cmd, {"--enable-new-vr": True, "--disable-new-vr": False}, options.enable_new_vr)
+    options.bit_preserving = _rightmost(cmd, {"--normal": False, "--bit-preserving": True}, options.bit_preserving)
+    options.write_file = _rightmost(cmd, {"--write-file": True, "--write-dataset": False}, options.write_file)
     with cmd.block():
         for _short, long, _text, syntax in WRITE_XFER:
             if cmd.find(long):
