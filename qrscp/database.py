@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Mapping, NoReturn, Sequence
 
 from qrscp import index, locking, log, uids
 from qrscp.indexvalues import IndexValues
+from qrscp.journal import WriteJournal
 
 LOG = log.get_logger(log.DB)
 
@@ -40,6 +41,17 @@ SLOT = "slot"
 _MAX_NAME_TRIES = 1024
 #: Column reads touch nearly every page of the index: fault them in at once.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+#: the journal of index writes shared by this server's processes (see :func:`share_writes`)
+_journal: WriteJournal | None = None
+
+
+def share_writes(journal: WriteJournal | None) -> None:
+    """Let the storage areas of this process and of the processes it forks share ``journal``: a worker
+    then catches up with the others' writes instead of re-reading the whole index."""
+    global _journal
+    _journal = journal
 
 
 class DatabaseError(Exception):
@@ -81,12 +93,14 @@ class _Slots:
     by_sop: dict[bytes, int]
     more_by_sop: dict[bytes, set[int]] = field(default_factory=dict)   # instances indexed more than once
     by_study: dict[bytes, set[int]] | None = None
+    sop_at: dict[int, bytes] = field(default_factory=dict)             # slot -> its SOP Instance UID
 
     def of_sop(self, sop_uid: bytes) -> set[int]:
         slot = self.by_sop.get(sop_uid)
         return set() if slot is None else {slot} | self.more_by_sop.get(sop_uid, set())
 
     def add(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
+        self.sop_at[slot] = sop_uid
         first = self.by_sop.setdefault(sop_uid, slot)
         if first != slot:
             self.more_by_sop.setdefault(sop_uid, set()).add(slot)
@@ -95,6 +109,7 @@ class _Slots:
         self.count = max(self.count, slot + 1)
 
     def remove(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
+        self.sop_at.pop(slot, None)
         more = self.more_by_sop.get(sop_uid, set())
         more.discard(slot)
         if self.by_sop.get(sop_uid) == slot:
@@ -118,6 +133,7 @@ class _Cache:
     live: list[int] | None = None
     columns: dict[object, list] = field(default_factory=dict)
     slots: _Slots | None = None
+    journal_seq: int = 0                 # the journal's entries up to this one are reflected here
 
 
 def _limit(value: int, upper: int, name: str) -> int:
@@ -151,6 +167,8 @@ class StorageArea:
         self._pid = 0
         #: the index could be opened for reading only (a read-only area: find and retrieve still work)
         self.read_only = False
+        #: slots written since the last journal entry
+        self._written: set[int] = set()
         self._map: mmap.mmap | None = None
         self._cache: _Cache | None = None
         if create_directory and not os.path.isdir(self.directory):
@@ -213,6 +231,7 @@ class StorageArea:
         """The index locked (``LOCK_EX`` or ``LOCK_SH``) with a cache that is valid for it."""
         self._reopen_if_needed()
         with (locking.exclusive if exclusive else locking.shared)(self._fd):
+            self._written = set()
             yield self._refresh()
 
     def _refresh(self) -> _Cache:
@@ -221,9 +240,41 @@ class StorageArea:
         block = os.pread(self._fd, index.DESCRIPTORS_SIZE, index.DESCRIPTORS_OFFSET)
         cache = self._cache
         if cache is None or cache.key != key or cache.descriptor_block != block:
-            self._check_file(status.st_size)
-            cache = self._cache = _Cache(key, block)
+            if cache is None or not self._catch_up(cache, (status.st_dev, status.st_ino), key, block):
+                self._check_file(status.st_size)
+                cache = self._cache = _Cache(key, block, journal_seq=_journal.last_seq() if _journal else 0)
         return cache
+
+    def _catch_up(self, cache: _Cache, file_id: tuple[int, int], key: tuple[int, int, int], block: bytes) -> bool:
+        """Bring the cache up to date from the journal of our fellow workers' writes (re-reading only the
+        slots they wrote); False when the journal does not account for every change since the cache was
+        made (a writer outside this server, such as DCMTK), so that the caller rebuilds."""
+        if _journal is None or cache.slots is None or cache.key[0] != key[0]:
+            return False
+        writes = _journal.writes_since(cache.journal_seq, file_id)
+        if not writes:
+            return False
+        state = cache.key[1:]
+        for write in writes:
+            if write.before != state:
+                return False
+            state = write.after
+        if state != key[1:]:
+            return False
+        slots = cache.slots
+        slots.count = max(slots.count, index.slot_count(key[1]))
+        slots.by_study = None  # rebuilt when a quota eviction needs it
+        for slot in sorted({slot for write in writes for slot in write.slots}):
+            old = slots.sop_at.get(slot)
+            if old is not None:
+                slots.remove(slot, old, b"")  # a slot that is live again stays in the free heap: checked on disk
+            record = self._read_record(slot)
+            if record.filename:
+                slots.add(slot, record.sop_instance_uid, record.study_instance_uid)
+        cache.key, cache.descriptor_block, cache.journal_seq = key, block, _journal.last_seq()
+        cache.live = None
+        cache.columns.clear()
+        return True
 
     def _check_file(self, size: int) -> None:
         """After a change by another writer: the header must still be valid (else DatabaseError); an
@@ -252,9 +303,15 @@ class StorageArea:
             self._map = None
 
     def _remember_own_write(self, cache: _Cache, block: bytes) -> None:
-        """After our own writes: the cache describes the file again (columns are re-read lazily)."""
+        """After our own writes: the cache describes the file again (columns are re-read lazily), and the
+        journal tells the other workers which slots changed."""
         status = os.fstat(self._fd)
-        cache.key = (status.st_ino, status.st_size, status.st_mtime_ns)
+        key = (status.st_ino, status.st_size, status.st_mtime_ns)
+        if _journal is not None:
+            cache.journal_seq = _journal.record((status.st_dev, status.st_ino), cache.key[1:], key[1:],
+                                                self._written)
+        self._written = set()
+        cache.key = key
         cache.descriptor_block = block
         cache.live = None
         cache.columns.clear()
@@ -327,7 +384,8 @@ class StorageArea:
             live = self._live(cache)
             count = index.slot_count(cache.key[1])
             sops = index.param_column(self._buffer(), index.SOP_INSTANCE_UID, live)
-            slots = _Slots(count, sorted(set(range(count)).difference(live)), dict(zip(sops, live)))
+            slots = _Slots(count, sorted(set(range(count)).difference(live)), dict(zip(sops, live)),
+                           sop_at=dict(zip(live, sops)))
             if len(slots.by_sop) < len(live):  # some instance has several records (left by DCMTK, ref §1.8)
                 slots.by_sop = {}
                 for slot, sop_uid in zip(live, sops):
@@ -543,6 +601,8 @@ class StorageArea:
     def _write(self, writes: list[tuple[int, bytes]]) -> None:
         """Write (offset, bytes) pairs in order; a short write (a full disk) raises OSError."""
         for offset, data in writes:
+            if offset >= index.RECORDS_OFFSET:
+                self._written.add((offset - index.RECORDS_OFFSET) // index.RECORD_SIZE)
             if os.pwrite(self._fd, data, offset) != len(data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

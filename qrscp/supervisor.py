@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import psutil
 
 from qrscp import config as config_module
-from qrscp import log, pdu, worker
+from qrscp import database, log, pdu, worker
 from qrscp.assocconfig import Profile
+from qrscp.journal import WriteJournal
 from qrscp.policy import AssociationPolicy
 from qrscp.scoreboard import Scoreboard
 from qrscp.worker import Server
@@ -356,5 +357,7 @@ def make_server(options, config, profiles: tuple[Profile, Profile] | None = None
     """The shared state of a server run (``profiles``: the ``-xf`` incoming and outgoing profiles)."""
     incoming, outgoing = profiles or (None, None)
     scoreboard = None if options.single_process else Scoreboard()
+    if not options.single_process:
+        database.share_writes(WriteJournal())
     return Server(options=options, config=config, policy=AssociationPolicy(options, config, incoming),
                   scoreboard=scoreboard, outgoing_profile=outgoing)

@@ -1,0 +1,83 @@
+"""The journal of index writes shared by the server's processes (qrscp.journal, qrscp.database)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qrscp import database, index
+from qrscp.database import StorageArea
+from qrscp.indexvalues import read_index_values
+from qrscp.journal import MAX_SLOTS, WriteJournal
+
+from corpus import make_ct, write_instance
+
+
+def test_writes_since_returns_the_writes_of_one_file_in_order():
+    journal = WriteJournal(entries=8)
+    first = journal.record((1, 10), (100, 1), (200, 2), [3])
+    journal.record((1, 11), (0, 0), (5, 5), [1])  # another index
+    journal.record((1, 10), (200, 2), (300, 3), [4, 5])
+    writes = journal.writes_since(first - 1, (1, 10))
+    assert [(w.before, w.after, w.slots) for w in writes] == [((100, 1), (200, 2), (3,)),
+                                                              ((200, 2), (300, 3), (4, 5))]
+    assert journal.writes_since(journal.last_seq(), (1, 10)) == []
+
+
+def test_lost_or_oversized_entries_make_the_reader_rebuild():
+    journal = WriteJournal(entries=4)
+    start = journal.last_seq()
+    for n in range(5):
+        journal.record((1, 10), (n, n), (n + 1, n + 1), [n])
+    assert journal.writes_since(start, (1, 10)) is None  # the first entries are gone from the ring
+    seq = journal.last_seq()
+    journal.record((1, 10), (5, 5), (6, 6), range(MAX_SLOTS + 1))
+    assert journal.writes_since(seq, (1, 10)) is None
+
+
+def _register(area: StorageArea, directory, sop: str, study: str) -> str:
+    path = write_instance(make_ct(SOPInstanceUID=sop, StudyInstanceUID=study), directory / f"{sop}-{study}.dcm")
+    area.register(str(path), "1.2.840.10008.5.1.4.1.1.2", read_index_values(str(path)))
+    return str(path)
+
+
+@pytest.fixture
+def shared_journal():
+    database.share_writes(WriteJournal())
+    yield
+    database.share_writes(None)
+
+
+def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_path, shared_journal):
+    area = StorageArea(str(tmp_path / "area"), 500, -1)
+    _register(area, tmp_path, "1.2.3.1", "1.2.3")
+    slots = area._cache.slots
+    pid = os.fork()
+    if pid == 0:  # another worker: a new instance, and a duplicate of the first under another study
+        try:
+            _register(area, tmp_path, "1.2.3.2", "1.2.3")
+            _register(area, tmp_path, "1.2.3.1", "1.2.4")
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    _register(area, tmp_path, "1.2.3.1", "1.2.5")  # this worker must see the other's copy of 1.2.3.1
+    assert area._cache.slots is slots, "the cache was rebuilt instead of caught up"
+    records = area.read_snapshot().records
+    assert sorted(r.sop_instance_uid for _, r in records) == [b"1.2.3.1", b"1.2.3.2"]
+    assert [r.study_instance_uid for _, r in records if r.sop_instance_uid == b"1.2.3.1"] == [b"1.2.5"]
+
+
+def test_a_write_outside_the_journal_makes_the_cache_rebuild(tmp_path, shared_journal):
+    area = StorageArea(str(tmp_path / "area"), 500, -1)
+    _register(area, tmp_path, "1.2.3.1", "1.2.3")
+    slots = area._cache.slots
+    with StorageArea(str(tmp_path / "area"), 500, -1) as outsider:  # as dcmqridx would: no journal entry
+        database.share_writes(None)
+        _register(outsider, tmp_path, "1.2.3.1", "1.2.9")
+        database.share_writes(WriteJournal())
+    _register(area, tmp_path, "1.2.3.2", "1.2.3")
+    assert area._cache.slots is not slots
+    records = area.read_snapshot().records
+    assert sorted((r.sop_instance_uid, r.study_instance_uid) for _, r in records) == \
+        [(b"1.2.3.1", b"1.2.9"), (b"1.2.3.2", b"1.2.3")]
+    assert index.check_header(open(area._index_file, "rb").read(6), area.index_path) is None
