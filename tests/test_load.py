@@ -401,10 +401,6 @@ def store_round(port: int, instances: Instances, round_number: int, streams: int
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=True, reason="with concurrent writers every C-STORE rebuilds the slot cache from the whole "
-                                       "index (StorageArea._refresh drops it whenever another worker wrote): 2,000 "
-                                       "instances in 4 streams take 3.4 s into an empty area, 14.6 s once it holds "
-                                       "8,000 (one stream: 3.5 s flat)")
 def test_concurrent_ingest_rate_stays_flat(tmp_path: Path) -> None:
     """Rounds of 2,000 instances in 4 concurrent streams into a growing area (decisions #7): the fifth
     round takes less than twice as long as the first."""
