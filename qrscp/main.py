@@ -20,7 +20,8 @@ import socket
 from qrscp import assocconfig
 from qrscp import config as config_module
 from qrscp import log
-from qrscp.options import Options, parse_args
+from qrscp import DCMTK_VERSION
+from qrscp.options import DCMTK_RELEASE_DATE, Options, parse_args
 from qrscp.supervisor import Supervisor, make_server
 
 EXIT_COMMAND_LINE = 1
@@ -107,4 +108,5 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     if not log.configured():
         log.configure(options.log_level, options.log_config)
+    LOG.debug("$dcmtk: dcmqrscp v%s %s $\n", DCMTK_VERSION, DCMTK_RELEASE_DATE)  # as DCMTK's -d begins
     return start(options)
