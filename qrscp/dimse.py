@@ -32,8 +32,6 @@ MESSAGE_NAMES = {
 NO_DATASET = 0x0101
 DATASET_PRESENT = 0x0000
 
-PRIORITY_MEDIUM = 0x0000
-
 # keyword -> (element number in group 0000, VR)
 _ELEMENTS: dict[str, tuple[int, str]] = {
     "AffectedSOPClassUID": (0x0002, "UI"),
@@ -156,6 +154,11 @@ _STATUS_TEXT = {
 
 def status_text(status: int) -> str:
     """DCMTK's ``0xNNNN: Text`` rendering of a DIMSE status."""
+    return f"0x{status:04x}: {status_name(status)}"
+
+
+def status_name(status: int) -> str:
+    """DCMTK's name of a DIMSE status (``Failed: UnableToProcess``)."""
     text = _STATUS_TEXT.get(status)
     if text is None:
         if 0xA700 <= status <= 0xA7FF:
@@ -166,7 +169,7 @@ def status_text(status: int) -> str:
             text = "Warning"
         else:
             text = "Unknown Status Code"
-    return f"0x{status:04x}: {text}"
+    return text
 
 
 def status_category(status: int) -> str:

@@ -31,7 +31,7 @@ def find_responses(session, identifier: Dataset, sop_class_uid: str) -> Iterator
     except matching.QueryError as error:
         if error.log_level is not None:
             LOG.log(error.log_level, "%s", error)
-        LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_text(error.status)[8:])
+        LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_name(error.status))
         yield error.status, None
         return
     retrieve_ae_title = session.association.called_ae_title

@@ -257,7 +257,7 @@ def _match(session, request: dimse.Command, identifier: Dataset, models: dict) -
     except matching.QueryError as error:
         if error.log_level is not None:
             LOG.log(error.log_level, "%s", error)
-        LOG.error("moveSCP: Database: startMoveRequest Failed (%s):", dimse.status_text(error.status)[8:])
+        LOG.error("moveSCP: Database: startMoveRequest Failed (%s):", dimse.status_name(error.status))
         return error.status
     fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))
     columns = session.area.read_columns(fields)

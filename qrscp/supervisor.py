@@ -309,11 +309,7 @@ class Supervisor:
 
     def _live_children(self) -> bool:
         self._reap()
-        try:
-            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return False
-        return True
+        return bool(self._children_pids())
 
     @staticmethod
     def _children_pids() -> list[int]:

@@ -1,7 +1,8 @@
 """The UIDs qrscp speaks: transfer syntaxes, services, and the storage SOP classes of the reference.
 
 The storage table (``storage_sop_classes.tsv``, from DCMTK 3.6.7's ``dcuid.cc``) says which SOP classes
-the reference accepts, which it proposes on C-MOVE sub-associations, and the file-name prefix of each.
+the reference accepts and the file-name prefix of each. (Its column of the classes the reference proposes
+on C-MOVE sub-associations is not used: qrscp proposes the SOP classes of the matched instances.)
 """
 from __future__ import annotations
 
@@ -47,33 +48,20 @@ GET_MODELS = (PATIENT_ROOT_GET, STUDY_ROOT_GET, PATIENT_STUDY_ONLY_GET)
 #: The FIND model that goes with each MOVE/GET model (``--require-find``).
 FIND_FOR_RETRIEVE = dict(zip(MOVE_MODELS + GET_MODELS, FIND_MODELS + FIND_MODELS))
 
-#: Classes the manual lists and DCMTK 3.6.7 dropped from its C-MOVE proposals (draft SR and waveform).
-MANUAL_ONLY_PROPOSED = (
-    "1.2.840.10008.5.1.4.1.1.88.1",
-    "1.2.840.10008.5.1.4.1.1.88.2",
-    "1.2.840.10008.5.1.4.1.1.88.3",
-    "1.2.840.10008.5.1.4.1.1.88.4",
-    "1.2.840.10008.5.1.4.1.1.9.1",
-)
-
-
-def _read_storage_table() -> tuple[dict[str, str], frozenset[str], tuple[str, ...]]:
+def _read_storage_table() -> tuple[dict[str, str], frozenset[str]]:
     prefixes: dict[str, str] = {}
     accepted: set[str] = set()
-    proposed: list[str] = []
     text = resources.files("qrscp").joinpath("storage_sop_classes.tsv").read_text()
     rows = csv.reader((line for line in text.splitlines() if not line.startswith("#")), delimiter="\t")
-    for _name, uid, is_accepted, is_proposed, prefix in rows:
+    for _name, uid, is_accepted, _is_proposed, prefix in rows:
         prefixes[uid] = prefix
         if is_accepted == "1":
             accepted.add(uid)
-        if is_proposed == "1":
-            proposed.append(uid)
-    return prefixes, frozenset(accepted), tuple(proposed)
+    return prefixes, frozenset(accepted)
 
 
 #: SOP class UID -> file-name prefix (``dcmSOPClassUIDToModality``); unknown classes use ``XX``.
-FILE_PREFIXES, STORAGE_SOP_CLASSES, PROPOSED_ON_MOVE = _read_storage_table()
+FILE_PREFIXES, STORAGE_SOP_CLASSES = _read_storage_table()
 
 
 def file_prefix(sop_class_uid: str) -> str:

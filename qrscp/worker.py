@@ -64,7 +64,7 @@ class Server:
         return charset_policy(self.config.charset_line, options.use_request_charset, options.convert_to,
                               options.transliterate, options.discard_illegal)
 
-    @property
+    @cached_property
     def output_format(self) -> OutputFormat:
         """How received data sets are written (the storage output options)."""
         return OutputFormat.from_options(self.options)

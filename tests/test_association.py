@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from pynetdicom import AE, build_context, build_role
 from pynetdicom.sop_class import CTImageStorage, Verification
@@ -282,8 +283,6 @@ def test_sigterm_stops_the_supervisor_with_exit_0(tmp_path):
 
 def test_no_worker_left_behind(tmp_path):
     """Workers are reused, so after a burst only the idle pool remains, and no zombie."""
-    import psutil
-
     from qrscp.supervisor import MAX_IDLE_WORKERS
 
     with Server(tmp_path, simple_config()) as server:
@@ -297,8 +296,6 @@ def test_no_worker_left_behind(tmp_path):
 
 
 def test_a_killed_worker_is_replaced_and_costs_only_its_association(tmp_path):
-    import psutil
-
     with Server(tmp_path, simple_config()) as server:
         held = associate(server.port, [(Verification,)])
         busy = [c for c in psutil.Process(server.process.pid).children()
@@ -327,7 +324,7 @@ def test_single_process_mode_runs_under_pdb(tmp_path):
         wait_for_port(port, process=debugger)
         for _ in range(3):
             assert echoscu(port).returncode == 0
-        assert [child for child in __import__("psutil").Process(debugger.pid).children()] == []
+        assert psutil.Process(debugger.pid).children() == []
     finally:  # after a clean stop pdb would restart the program: end the debugger itself
         debugger.kill()
         debugger.wait(20)

@@ -97,16 +97,16 @@ def test_sighup_does_not_disturb_a_running_association(tmp_path):
         assert echoscu(server.port).returncode == 0
 
 
-def test_systemd_unit_verifies():
+def test_systemd_unit_verifies(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    unit = ROOT / "scripts" / "dcmqrscp.service"
+    # ExecStart names the path `pip install` gives the script on a server: point it at one that exists here
+    unit = tmp_path / "dcmqrscp.service"
+    unit.write_text((ROOT / "scripts" / "dcmqrscp.service").read_text().replace(
+        "/usr/local/bin/dcmqrscp", shutil.which("true")))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
-    # the unit names a user and an ExecStart path that exist only once installed
-    problems = [line for line in result.stderr.splitlines()
-                if line.strip() and "/usr/local/bin/dcmqrscp" not in line and "qrscp" not in line.split(":")[0]]
-    assert not problems, result.stderr
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_systemd_unit_is_type_notify_and_hardened():
