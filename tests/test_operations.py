@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -149,14 +150,18 @@ def test_root_drops_privileges_to_username_and_groupname(tmp_path):
 
     nobody = pwd.getpwnam("nobody")
     group = grp.getgrgid(nobody.pw_gid).gr_name
-    tmp_path.chmod(0o777)
-    config = simple_config({"QRSCP": f"{tmp_path}/area RW (10, 10mb) ANY"},
-                           extra=f"UserName = nobody\nGroupName = {group}")
-    with Server(tmp_path, config) as server:
-        assert echoscu(server.port).returncode == 0
-        processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children()]
-        assert {process.uids().effective for process in processes} == {nobody.pw_uid}
-        assert {process.gids().effective for process in processes} == {nobody.pw_gid}
+    # pytest's own temporary tree is closed to other users: the area lives where nobody can reach it
+    area = tempfile.mkdtemp(prefix="qrscp-nobody-")
+    os.chmod(area, 0o777)
+    config = simple_config({"QRSCP": f"{area} RW (10, 10mb) ANY"}, extra=f"UserName = nobody\nGroupName = {group}")
+    try:
+        with Server(tmp_path, config) as server:
+            assert echoscu(server.port).returncode == 0
+            processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children()]
+            assert {process.uids().effective for process in processes} == {nobody.pw_uid}
+            assert {process.gids().effective for process in processes} == {nobody.pw_gid}
+    finally:
+        shutil.rmtree(area)
 
 
 @needs_root
