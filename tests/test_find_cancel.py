@@ -48,6 +48,19 @@ def _cancel(message_id: int) -> dimse.Command:
     return {"CommandField": dimse.C_CANCEL_RQ, "MessageIDBeingRespondedTo": message_id}
 
 
+def _send_together(association, *messages) -> None:
+    """Send several messages in one TCP write, so that the server has them all before it answers any."""
+    written: list[bytes] = []
+    send = association.transport.send
+    association.transport.send = lambda data: written.append(bytes(data))
+    try:
+        for message in messages:
+            association.send_message(*message)
+    finally:
+        association.transport.send = send
+    send(b"".join(written))
+
+
 def _responses(association, message_id: int) -> list[int]:
     statuses = []
     while True:
@@ -65,8 +78,8 @@ def test_cancel_during_a_query_ends_it_with_fe00(tmp_path):
         _store_studies(server, tmp_path, 20)
         association = _associate(server.port)
         # the request and its cancel arrive together: the server sees the cancel before its first response
-        association.send_message(FIND_CONTEXT, _find_request(7), _study_query())
-        association.send_message(FIND_CONTEXT, _cancel(7))
+        _send_together(association, (FIND_CONTEXT, _find_request(7), _study_query()),
+                       (FIND_CONTEXT, _cancel(7)))
         statuses = _responses(association, 7)
         assert statuses[-1] == 0xFE00
         assert len(statuses) < 21
