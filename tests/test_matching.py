@@ -712,9 +712,9 @@ def test_response_elements_in_tag_order():
         0x00080005, 0x00080050, 0x00080052, 0x00080054, 0x00080060, 0x00100010, 0x0020000D]
 
 
-# --- speed -----------------------------------------------------------------------------------------
+# --- a large area (its speed is measured by scripts/bench, not asserted here) ----------------------
 
-def test_fifty_thousand_records_in_milliseconds():
+def test_queries_over_fifty_thousand_records():
     count = 50_000
     records = columns()
     for tag in records:
@@ -734,11 +734,7 @@ def test_fifty_thousand_records_in_milliseconds():
     ]
     for model, keys, expected in queries:
         query = parse_find(identifier(**keys), model, False)
-        started = time.process_time()
-        rows = find_matches(query, records)
-        elapsed = time.process_time() - started
-        assert len(rows) == expected
-        assert elapsed < 0.06, (keys, elapsed)        # about 3-8 ms on an idle machine
+        assert len(find_matches(query, records)) == expected, keys
 
 
 # --- against DCMTK's dcmqrscp ------------------------------------------------------------------
