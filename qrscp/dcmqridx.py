@@ -5,8 +5,8 @@ maximum (500 studies, 1 GiB per study) and file deletion disabled: a duplicate o
 drops index records. ``-p`` prints the index exactly as DCMTK's ``dcmqridx -p`` does.
 
 Two additions: ``--check`` verifies an area (header, study descriptors against the records, every
-record's file present and holding the instance the record names; exit code 2 when something is wrong)
-and ``--repair`` drops the records that fail those checks (and older records of an instance indexed
+record's file present and holding the instance the record names, every ``.dcm`` file in the area's
+directory indexed; exit code 2 when something is wrong) and ``--repair`` drops the records that fail those checks (and older records of an instance indexed
 twice), rebuilds the study descriptors and keeps the old index as ``index.dat.bak``.
 """
 from __future__ import annotations
@@ -216,6 +216,18 @@ def _descriptor_problems(snapshot: Snapshot) -> list[str]:
     return problems
 
 
+def _unindexed_files(area: StorageArea, snapshot: Snapshot) -> list[str]:
+    """The ``.dcm`` files in the area's directory that no record names: left by a store that was killed
+    before it finished, or whose record was lost (DCMTK's parallel stores lose some)."""
+    indexed = {os.path.realpath(os.fsdecode(record.filename)) for _, record in snapshot.records}
+    with os.scandir(area.directory) as entries:
+        unindexed = sorted(entry.path for entry in entries
+                           if entry.name.endswith(".dcm") and entry.is_file(follow_symlinks=False)
+                           and os.path.realpath(entry.path) not in indexed)
+    return [f"{path}: in the area but not in the index (an interrupted store or a lost record; "
+            f"dcmqridx registers it if it is complete)" for path in unindexed]
+
+
 def check_area(area: StorageArea) -> list[str]:
     """What is wrong with the area (the header was checked when it was opened); empty if nothing."""
     snapshot = area.read_snapshot()
@@ -225,6 +237,7 @@ def check_area(area: StorageArea) -> list[str]:
     records = _record_problems(snapshot)
     problems += [records[slot] for slot in sorted(records)]
     problems += _descriptor_problems(snapshot)
+    problems += _unindexed_files(area, snapshot)
     return problems
 
 

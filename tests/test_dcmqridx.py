@@ -190,6 +190,23 @@ def test_check_and_repair(tmp_path):
     assert re.findall(rb"Filename: (.*)", listing) == [b"f0.dcm", b"f4.dcm", b"again.dcm"]
 
 
+def test_check_names_files_in_the_area_the_index_does_not(tmp_path):
+    """A ``.dcm`` file in the area's directory that no record names (a store killed mid-write, a record
+    DCMTK lost) is reported; other files are not; registering it makes the area consistent."""
+    area = tmp_path / "area"
+    area.mkdir()
+    indexed = str(area / _write(area, "CT_indexed.dcm", instance(b"1.2.3.1")))
+    stray = str(area / _write(area, "CT_stray.dcm", instance(b"1.2.3.2")))
+    _write(area, "notes.txt", instance(b"1.2.3.3"))
+    assert ours(str(area), indexed).returncode == 0
+    check = ours("--check", str(area))
+    assert (check.returncode, check.stdout.decode().splitlines()) == (2, [
+        f"{stray}: in the area but not in the index (an interrupted store or a lost record; dcmqridx "
+        "registers it if it is complete)", "1 problem(s) found"])
+    assert ours(str(area), stray).returncode == 0
+    assert ours("--check", str(area)).stdout == b"index consistent\n"
+
+
 def test_progress_is_shown_on_a_terminal_only(tmp_path):
     _write(tmp_path, "a.dcm", instance(b"1.2.3.1"))
     files = ["a.dcm"] * 150

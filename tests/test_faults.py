@@ -155,7 +155,7 @@ def partial_store(peer: RawPeer, dataset: Dataset) -> bytes:
 def test_worker_killed_during_a_store(tmp_path: Path) -> None:
     """SIGKILL of the worker that is writing a C-STORE's file: the client's connection closes without a
     response, the supervisor reaps the worker, the half-written file is not indexed, and the same
-    instance can be stored again at once."""
+    instance can be stored again at once; ``dcmqridx --check`` reports the half-written file."""
     area = tmp_path / "area"
     with start(tmp_path, area) as server:
         expected = seeded(server, 2)
@@ -169,9 +169,16 @@ def test_worker_killed_during_a_store(tmp_path: Path) -> None:
             kill(worker)
             assert peer.ending() == []
         wait_for(lambda: not psutil.pid_exists(worker.pid))   # reaped by the supervisor
+        partial = image_files(area) - indexed_files(area)
+        assert len(partial) == 1
+        # dcmqridx --check finds the records consistent and names the file the killed store left behind
+        check = dcmqridx_check(area)
+        assert check.returncode == 2
+        assert check.stdout.decode().splitlines() == [
+            f"{area / next(iter(partial))}: in the area but not in the index (an interrupted store or a lost "
+            "record; dcmqridx registers it if it is complete)", "1 problem(s) found"]
+        (area / partial.pop()).unlink()   # what its operator does with a partial file
         assert_healthy(server, area, expected)
-        assert indexed_files(area) <= image_files(area)
-        assert_checked(area)
         assert store(server.port, [dataset]) == [SUCCESS]
         assert_healthy(server, area, [*expected, str(dataset.SOPInstanceUID)])
 
@@ -382,8 +389,9 @@ def test_disk_fills_while_the_index_grows(tmp_path: Path, spare_pages: int) -> N
 def test_index_truncated_mid_record(tmp_path: Path) -> None:
     """``index.dat`` loses the second half of its last record while the server runs: the server warns
     about it, the intact records are still found, stores go on (the next record takes the cut slot),
-    every record names its complete file; ``dcmqridx --check`` reports the cut, ``--repair`` fixes the
-    study descriptors, and the server serves the repaired index."""
+    every record names its complete file; ``dcmqridx --check`` reports the cut and the file it no longer
+    indexes, ``--repair`` fixes the study descriptors, ``dcmqridx`` registers the file again, and the
+    server serves the repaired index."""
     area = tmp_path / "area"
     with start(tmp_path, area) as server:
         expected = seeded(server, 3)
@@ -391,7 +399,7 @@ def test_index_truncated_mid_record(tmp_path: Path) -> None:
         os.truncate(index_file, index_file.stat().st_size - index.RECORD_SIZE // 2)
         since = log_size(server)
         assert echo_ok(server.port)
-        expected.pop()   # the cut record is gone
+        cut = expected.pop()   # the cut record is gone
         assert sorted(find_uids(server.port)) == sorted(expected)
         log = wait_for_log(server, "index.dat", since)
         assert any(line[:2] in ("W:", "E:") and "index.dat" in line for line in log.splitlines()), log
@@ -405,7 +413,15 @@ def test_index_truncated_mid_record(tmp_path: Path) -> None:
         assert check.returncode == 2 and b"study descriptor 0" in check.stdout
         repair = run_qrscp("--repair", str(area), module="qrscp.dcmqridx")
         assert repair.returncode == 0, repair.stderr
+        # the cut record's file is complete: --check names it, dcmqridx registers it again
+        check = dcmqridx_check(area)
+        unindexed = image_files(area) - indexed_files(area)
+        assert len(unindexed) == 1 and check.stdout.decode().splitlines()[:-1] == [
+            f"{area / next(iter(unindexed))}: in the area but not in the index (an interrupted store or a lost "
+            "record; dcmqridx registers it if it is complete)"]
+        assert run_qrscp(str(area), str(area / unindexed.pop()), module="qrscp.dcmqridx").returncode == 0
         assert_checked(area)
+        expected.append(cut)
         assert_healthy(server, area, expected)
 
 
