@@ -379,32 +379,3 @@ def test_concurrent_stores_queries_and_moves(tmp_path: Path, destination: int, l
     print(f"\nload: {len(stored)} instances in {rounds} round(s) of {STREAMS} concurrent streams, "
           f"{elapsed:.1f} s, {len(stored) / elapsed:.0f} instances/s; {len(load.queries)} queries and "
           f"{len(load.moves)} moves in the last round")
-
-
-def store_round(port: int, instances: Instances, round_number: int, streams: int) -> float:
-    """Store one round (INSTANCES) in ``streams`` concurrent streams, nothing else running; its seconds."""
-    plan: list[list[tuple[Batch, list[Path]]]] = [[] for _ in range(streams)]
-    for study in range(STUDIES):
-        uids_ = [sop_instance_uid(study, round_number, n) for n in range(BATCH)]
-        plan[study % streams].append((Batch(study, round_number, uids_),
-                                      instances.write(study, round_number, range(BATCH))))
-
-    def stream(batches: list[tuple[Batch, list[Path]]]) -> None:
-        for batch, files in batches:
-            run_batch(port, batch, files)
-            assert batch.successes == len(batch.uids)
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(streams) as pool:
-        list(pool.map(stream, plan))
-    return time.monotonic() - started
-
-
-@pytest.mark.long
-def test_concurrent_ingest_rate_stays_flat(tmp_path: Path) -> None:
-    """Rounds of 2,000 instances in 4 concurrent streams into a growing area (decisions #7): the fifth
-    round takes less than twice as long as the first."""
-    instances = Instances(tmp_path / "in")
-    with Server(tmp_path, simple_config({AE_TITLE: f"{tmp_path / 'area'} RW (500, 1024mb) ANY"})) as server:
-        durations = [store_round(server.port, instances, round_number, streams=4) for round_number in range(5)]
-    assert durations[-1] < 2 * durations[0], durations
