@@ -14,7 +14,8 @@ formatted with the whole pattern, the variables ``${appname}``, ``${hostname}``,
 * layouts: PatternLayout, SimpleLayout, TTCCLayout.
 
 Problems are reported on stderr in log4cplus's words (``log4cplus:ERROR ...``) and the setting at fault
-is skipped; unknown keys are ignored silently, as log4cplus does. Differences from DCMTK: the property
+is skipped. Differences from DCMTK: a ``log4cplus.`` key that log4cplus does not read (a misspelt
+property, say) is ignored with a warning, where log4cplus ignores it silently; the property
 names as DCMTK's sample files spell them also work (:data:`DCMTK_SPELLINGS`); an invalid root level, on
 which DCMTK aborts, means INFO; lines are always flushed; DailyRollingFileAppender does not rotate; the
 network appenders (SysLog, Socket, Log4jUdp) and AsyncAppender are unknown classes.
@@ -68,6 +69,18 @@ DCMTK_SPELLINGS = {
     "AcceptOnMatch": "acceptOnMatch",
 }
 
+#: What log4cplus 1.1 reads below ``log4cplus.``: keys, key prefixes, and the properties of an appender,
+#: of its layout and of its filters. Another key is reported by :func:`_warn_unknown_keys`.
+_TOP_LEVEL_KEYS = {"rootLogger", "configDebug", "quietMode", "disableOverride"}
+_TOP_LEVEL_PREFIXES = ("logger.", "additivity.", "appender.")
+_APPENDER_PROPERTIES = {"layout", "Threshold", "ImmediateFlush", "File", "Append", "MaxFileSize", "MaxBackupIndex",
+                        "Schedule", "DatePattern", "BufferSize", "ReopenDelay", "UseLockFile", "LockFile", "Locale",
+                        "CreateDirs", "logToStdErr", "logToStderr"}
+_LAYOUT_PROPERTIES = {"ConversionPattern", "Pattern", "DateFormat", "Use_gmtime", "ThreadPrinting",
+                      "CategoryPrefixing", "ContextPrinting"}
+_FILTER_PROPERTIES = {"LogLevelToMatch", "LogLevelMin", "LogLevelMax", "StringToMatch", "AcceptOnMatch",
+                      "logLevelMin", "logLevelMax", "acceptOnMatch"}
+
 #: RollingFileAppender: default and smallest ``MaxFileSize`` (log4cplus's values).
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
 MINIMUM_MAX_FILE_SIZE = 200 * 1024
@@ -102,7 +115,9 @@ def apply(path: str, appname: str) -> None:
     props.update(appname=appname, hostname=socket.gethostname(), pid=str(os.getpid()),
                  date=time.strftime("%Y%m%d", now), time=time.strftime("%H%M%S", now))
     _expand_all(props)
-    _configure(_subset(props, "log4cplus."))
+    settings = _subset(props, "log4cplus.")
+    _warn_unknown_keys(settings)
+    _configure(settings)
 
 
 def read_properties(path: str) -> Properties:
@@ -760,6 +775,33 @@ def _reset(root: logging.Logger) -> None:
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
     root.propagate = False
+
+
+def _is_known_key(key: str) -> bool:
+    """Whether log4cplus reads the setting ``log4cplus.<key>``."""
+    if key in _TOP_LEVEL_KEYS:
+        return True
+    if not key.startswith(_TOP_LEVEL_PREFIXES):
+        return False
+    if not key.startswith("appender."):
+        return True
+    _name, _, prop = key[len("appender."):].partition(".")
+    head, _, rest = prop.partition(".")
+    if not prop:
+        return True  # the appender's class
+    if head == "layout":
+        return not rest or rest in _LAYOUT_PROPERTIES
+    if head == "filters":
+        number, _, filter_prop = rest.partition(".")
+        return number.isdigit() and (not filter_prop or filter_prop in _FILTER_PROPERTIES)
+    return prop in _APPENDER_PROPERTIES
+
+
+def _warn_unknown_keys(props: Properties) -> None:
+    """Report the ``log4cplus.`` settings log4cplus would ignore without a word (typically misspelt)."""
+    for key in sorted(props):
+        if not _is_known_key(key):
+            _loglog("WARN", f"Unknown setting ignored: log4cplus.{key}")
 
 
 def _configure(props: Properties) -> None:

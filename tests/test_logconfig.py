@@ -446,6 +446,43 @@ log4cplus.appender.console.filters.2 = log4cplus::spi::DenyAllFilter
     assert capsys.readouterr() == ("", "W: message\nE: message\n")
 
 
+def test_unknown_keys_are_ignored_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``log4cplus.`` key log4cplus does not read (misspelt properties, here) is reported and ignored; the
+    rest of the file works; keys outside ``log4cplus.`` are variables, not reported."""
+    configure(tmp_path, """
+log4cplus.rootLogger = INFO, A
+log4cplus.rootlogger = DEBUG
+log4cplus.appender.A = log4cplus::ConsoleAppender
+log4cplus.appender.A.Treshold = ERROR
+log4cplus.appender.A.layout = log4cplus::PatternLayout
+log4cplus.appender.A.layout.ConversionPattern = ${prefix} %p %m%n
+log4cplus.appender.A.layout.ConversionPatern = %m%n
+log4cplus.appender.A.filters.1 = log4cplus::spi::StringMatchFilter
+log4cplus.appender.A.filters.1.StringToMatch = hidden
+log4cplus.appender.A.filters.1.StringToMach = x
+prefix = A
+""")
+    logger = log.get_logger(log.NET)
+    logger.debug("debug")
+    logger.info("shown")
+    logger.info("hidden")
+    assert capsys.readouterr() == ("A INFO shown\n", "".join(
+        f"log4cplus:WARN Unknown setting ignored: log4cplus.{key}\n" for key in (
+            "appender.A.Treshold", "appender.A.filters.1.StringToMach", "appender.A.layout.ConversionPatern",
+            "rootlogger")))
+
+
+@pytest.mark.parametrize("name", ["logger.cfg", "filelog.cfg"])
+def test_dcmtk_sample_files_have_no_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], name: str) -> None:
+    path = Path("/etc/dcmtk") / name
+    if not path.exists():
+        pytest.skip(f"DCMTK's {name} not installed")
+    monkeypatch.chdir(tmp_path)   # filelog.cfg writes dcmqrscp.log here
+    log.configure(config_file=str(path), appname="dcmqrscp")
+    assert "log4cplus:" not in capsys.readouterr().err
+
+
 def test_level_match_filter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     configure(tmp_path, "log4cplus.rootLogger = ALL, A\n" + CONSOLE + """
 log4cplus.appender.A.layout.ConversionPattern = %P%n
