@@ -132,8 +132,26 @@ class _Cache:
     descriptor_block: bytes
     live: list[int] | None = None
     columns: dict[object, list] = field(default_factory=dict)
+    derived: dict[object, object] = field(default_factory=dict)   # see :class:`Columns`
     slots: _Slots | None = None
     journal_seq: int = 0                 # the journal's entries up to this one are reflected here
+
+    def forget_records(self) -> None:
+        """The records changed: columns are read again when next asked for. ``derived`` is replaced,
+        not cleared, so that what a reader computes from columns it read before goes nowhere."""
+        self.live = None
+        self.columns.clear()
+        self.derived = {}
+
+
+class Columns(dict):
+    """What :meth:`StorageArea.read_columns` returns: field -> the values of the live records in slot
+    order, and ``derived``, where readers keep what they compute from these values (lookup tables, say)
+    for as long as the index stays as it was read."""
+
+    def __init__(self, columns: dict[int | str, list], derived: dict[object, object]) -> None:
+        super().__init__(columns)
+        self.derived = derived
 
 
 def _limit(value: int, upper: int, name: str) -> int:
@@ -272,8 +290,7 @@ class StorageArea:
             if record.filename:
                 slots.add(slot, record.sop_instance_uid, record.study_instance_uid)
         cache.key, cache.descriptor_block, cache.journal_seq = key, block, _journal.last_seq()
-        cache.live = None
-        cache.columns.clear()
+        cache.forget_records()
         return True
 
     def _check_file(self, size: int) -> None:
@@ -313,8 +330,7 @@ class StorageArea:
         self._written = set()
         cache.key = key
         cache.descriptor_block = block
-        cache.live = None
-        cache.columns.clear()
+        cache.forget_records()
 
     def start_association(self) -> None:
         """The handle serves a new association: check the index as the reference's new DB handle does
@@ -360,13 +376,13 @@ class StorageArea:
             cache.columns[key] = column
         return column
 
-    def read_columns(self, fields: Sequence[int | str]) -> dict[int | str, list]:
+    def read_columns(self, fields: Sequence[int | str]) -> Columns:
         """One consistent snapshot (under ``LOCK_SH``) of all live records in slot order: for each field
         the list of stored values (bytes up to the NUL). Int keys are tags (the first param with that tag),
         str keys ``filename``, ``sop_class_uid``, ``charset``, ``instance_description``, a record field
         name of :mod:`qrscp.index`, or ``slot`` (the record numbers, as ints)."""
         with self._locked(exclusive=False) as cache:
-            return {key: list(self._column(cache, key)) for key in fields}
+            return Columns({key: list(self._column(cache, key)) for key in fields}, cache.derived)
 
     def read_snapshot(self) -> Snapshot:
         """The whole index, decoded (under ``LOCK_SH``): for ``dcmqridx -p``, checks and repairs."""
@@ -406,8 +422,8 @@ class StorageArea:
 
     def _rebuild_slots(self, cache: _Cache) -> None:
         LOG.debug("index cache of %s out of date, rebuilding it", self.index_path)
-        cache.slots, cache.live = None, None
-        cache.columns.clear()
+        cache.slots = None
+        cache.forget_records()
         self._slots(cache)
 
     def _read_record(self, slot: int) -> index.Record:

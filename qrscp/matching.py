@@ -3,7 +3,10 @@
 The archive hands us its records as columns (one list of raw value bytes per index field, in slot
 order, see ``StorageArea.read_columns``); a query is matched against whole columns at once: each key
 is compiled once into a predicate, the cheapest and most selective keys run first, and only the rows
-that survive are looked at by the next key.
+that survive are looked at by the next key. The first key is answered from a lookup table of its
+column (trimmed value -> rows): plain values are looked up, other predicates run once per distinct
+value; the table is kept with the columns (``Columns.derived``) for the next queries while the index
+is unchanged.
 
 Reference behaviours reproduced here: the 30 keys of DCMTK's ``TbFindAttr`` with their levels; only
 the unique keys of the levels above the query level take part in matching, plus every key of the
@@ -35,8 +38,9 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import contains, eq, itemgetter, ne, or_
+from itertools import chain, compress, repeat
+from operator import contains, itemgetter, ne, or_
+from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
@@ -355,12 +359,11 @@ def _range_test(query: bytes, parse: Callable[[bytes], object]) -> Test:
 
 
 def _wildcard_test(query: bytes) -> Test:
-    """``*`` any sequence, ``?`` any one byte, anything else itself (bytewise, case-sensitive)."""
+    """``*`` any sequence, ``?`` any one byte (``query`` has one of them), anything else itself (bytewise,
+    case-sensitive)."""
     pattern = re.sub(rb"\*+", b"*", query)
     if b"?" not in pattern:
         parts = pattern.split(b"*")
-        if len(parts) == 1:
-            return lambda values: map(eq, values, repeat(pattern))
         if len(parts) == 2 and not parts[1]:
             return lambda values: map(bytes.startswith, values, repeat(parts[0]))
         if len(parts) == 2 and not parts[0]:
@@ -372,17 +375,26 @@ def _wildcard_test(query: bytes) -> Test:
     return _per_distinct(regex.fullmatch)
 
 
+def _exact_values(vr: str, query: bytes) -> frozenset[bytes] | None:
+    """The trimmed candidates the trimmed, non-empty ``query`` matches, when they are a few plain values
+    (a UID list, a string without wildcards, IS, DS, AS...); None for wildcards, dates and times."""
+    if vr == "UI":     # a list of UIDs, each part trimmed
+        return frozenset(part.strip(_PAD) for part in query.split(b"\\"))
+    if vr in ("DA", "TM") or (vr in _WILDCARD_VRS and (b"*" in query or b"?" in query)):
+        return None
+    return frozenset((query,))
+
+
 def _compile(vr: str, query: bytes) -> Test:
     """The test of trimmed candidates against the trimmed, non-empty ``query`` for ``vr``."""
-    if vr in _WILDCARD_VRS:
-        return _wildcard_test(query)
     if vr == "DA":
         return _range_test(query, parse_date)
     if vr == "TM":
         return _range_test(query, parse_time)
-    if vr == "UI":     # a list of UIDs, each part trimmed
-        return functools.partial(map, frozenset(part.strip(_PAD) for part in query.split(b"\\")).__contains__)
-    return lambda values: map(eq, values, repeat(query))   # IS, DS, AS...: the exact value, no wildcards
+    exact = _exact_values(vr, query)
+    if exact is None:
+        return _wildcard_test(query)
+    return functools.partial(map, exact.__contains__)
 
 
 _COST = {"UI": 0, "DA": 3, "TM": 3}
@@ -396,7 +408,9 @@ class _Matcher:
         self.value = value
         self.request_charset = request_charset
         self.never = not key.indexed        # PatientComments, AdditionalPatientHistory (decisions #11)
-        self.test = _compile(key.vr, value.strip(_PAD))
+        trimmed = value.strip(_PAD)
+        self.test = _compile(key.vr, trimmed)
+        self.exact = _exact_values(key.vr, trimmed)
         self._utf8_test: Test | None = None
         wildcard = key.vr in _WILDCARD_VRS and (b"*" in value or b"?" in value)
         self.cost = -1 if self.never else 2 if wildcard else _COST.get(key.vr, 1)
@@ -433,20 +447,39 @@ class _Scan:
     def __init__(self, query: Query, columns: dict[int | str, list[bytes]]) -> None:
         self.query = query
         self.columns = columns
+        # kept with the columns while the index is unchanged (``Columns.derived``), else for this search
+        self.derived: dict[object, object] = getattr(columns, "derived", {})
         self.charsets = columns["charset"]
         request = query.request_charset
         # record's Specific Character Set (raw) -> its string, for the records compared in UTF-8,
         # in the order of their first records
         self.converted: dict[bytes, str] = {}
-        for raw in dict.fromkeys(self.charsets):
+        for raw in self._derive("charsets", lambda: list(dict.fromkeys(self.charsets))):
             record = cs.parse_charset(raw)
             if record != request and (cs.needs_utf8_conversion(record) or cs.needs_utf8_conversion(request)):
                 self.converted[raw] = record
+
+    def _derive(self, key: object, build: Callable[[], object]) -> Any:
+        value = self.derived.get(key)
+        if value is None:
+            value = self.derived[key] = build()
+        return value
+
+    def _lookup_table(self, tag: int) -> dict[bytes, list[int]]:
+        """The column of ``tag`` as trimmed value -> its rows, in order."""
+        def build() -> dict[bytes, list[int]]:
+            table: dict[bytes, list[int]] = {}
+            for row, value in enumerate(self.columns[tag]):
+                table.setdefault(value.strip(_PAD), []).append(row)
+            return table
+        return self._derive(("lookup", tag), build)
 
     def select(self, rows: list[int] | None, matcher: _Matcher) -> list[int]:
         """The ``rows`` (None: all) whose value matches, in their order."""
         if matcher.never:
             return []
+        if rows is None and not (self.converted and matcher.key.vr in cs.AFFECTED_VRS):
+            return self._select_all(matcher)
         values = _pick(self.columns[matcher.key.tag], rows)
         matches = list(matcher.test(map(bytes.strip, values, repeat(_PAD))))
         if self.converted and matcher.key.vr in cs.AFFECTED_VRS:
@@ -460,6 +493,16 @@ class _Scan:
                     for position, match in zip(positions, test(map(bytes.strip, group, repeat(_PAD)))):
                         matches[position] = match
         return list(compress(range(len(values)) if rows is None else rows, matches))
+
+    def _select_all(self, matcher: _Matcher) -> list[int]:
+        """Every row whose value matches, from the column's lookup table (no record needs converting):
+        plain values are looked up, another test runs once per distinct value."""
+        table = self._lookup_table(matcher.key.tag)
+        if matcher.exact is not None:
+            found = [table[value] for value in matcher.exact if value in table]
+        else:
+            found = list(compress(table.values(), matcher.test(list(table))))
+        return list(found[0]) if len(found) == 1 else sorted(chain.from_iterable(found))
 
     def _compared_values(self, values: Sequence[bytes], record: str, vr: str) -> Sequence[bytes]:
         """``values`` of records in the character set ``record`` as they are compared (UTF-8 if needed).
