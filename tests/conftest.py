@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,8 +53,6 @@ def run_qrscp(*args: str, cwd: str | Path | None = None, timeout: float = 60,
 
 def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
     """Block until something accepts connections on 127.0.0.1:``port``."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -104,6 +102,17 @@ class Server:
         if not self._stderr.closed:
             self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, since: int = 0, timeout: float = 10) -> str:
+        """The log from offset ``since``, once it contains ``text`` (AssertionError after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log[since:]
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged; the log says:\n{log[-3000:]}")
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 20) -> int:
         """Stop the server (SIGTERM, then SIGKILL); its exit code."""

@@ -32,7 +32,7 @@ from pynetdicom import AE
 from conftest import Server, free_port, needs_dcmtk, wait_for_port
 from test_hostile import (
     SUCCESS, RawPeer, assert_healthy, associate_rq, dataset_bytes, echo_ok, files_under, find_uids, indexed_uids,
-    instance, log_size, store, store_request, wait_for_log,
+    instance, log_size, store, store_request,
 )
 from test_retrieve import StorageSCP
 from qrscp import pdu, uids
@@ -143,7 +143,7 @@ def test_unknown_called_ae_title_is_rejected(checked: Site, called: str) -> None
     rejected 1/1/7 and logged."""
     since = log_size(checked.server)
     assert rejection(checked.server.port, called, "TRUSTED") == BAD_CALLED_AE
-    wait_for_log(checked.server, "Refusing Association (BadAEService)", since)
+    checked.server.wait_for_log("Refusing Association (BadAEService)", since)
 
 
 @pytest.mark.parametrize("calling", ["INTRUDER", "trusted", "TRUSTED2", "FARHOST"])
@@ -153,7 +153,7 @@ def test_calling_ae_title_or_host_not_among_the_peers_is_rejected(checked: Site,
     who was refused."""
     since = log_size(checked.server)
     assert rejection(checked.server.port, "RESTRICTED", calling) == BAD_CALLING_AE
-    log = wait_for_log(checked.server, "Refusing Association (BadAEPeer)", since)
+    log = checked.server.wait_for_log("Refusing Association (BadAEPeer)", since)
     assert f"Peer localhost:{calling} is not permitted to access RESTRICTED" in log
 
 
@@ -171,7 +171,7 @@ def test_peer_host_is_compared_as_the_address_without_host_lookup(tmp_path: Path
         assert store(server.port, [dataset], called="OPEN") == [SUCCESS]
         since = log_size(server)
         assert rejection(server.port, "RESTRICTED", "TRUSTED") == BAD_CALLING_AE
-        wait_for_log(server, "Peer 127.0.0.1:TRUSTED is not permitted to access RESTRICTED", since)
+        server.wait_for_log("Peer 127.0.0.1:TRUSTED is not permitted to access RESTRICTED", since)
         assert_healthy(server, open_area, [str(dataset.SOPInstanceUID)], called="OPEN")
 
 
@@ -208,7 +208,7 @@ def test_store_slipped_in_on_another_context_of_a_read_only_area_is_refused(chec
     accepted, status = _store_on(checked.server.port, rq, 1)
     assert 3 not in accepted
     assert status == REFUSED_NOT_AUTHORIZED
-    wait_for_log(checked.server, "storage area of READONLY is read-only", since)
+    checked.server.wait_for_log("storage area of READONLY is read-only", since)
     assert files_under(checked.open_area) == before
 
 
@@ -259,7 +259,7 @@ def test_move_to_an_unknown_destination_is_refused(checked: Site) -> None:
     since = log_size(checked.server)
     received = len(checked.destination.records)
     assert move(checked.server.port, "OPEN", "NOBODY")[0] == MOVE_DESTINATION_UNKNOWN
-    wait_for_log(checked.server, "mapMoveDestination: unknown AE: 'NOBODY'", since)
+    checked.server.wait_for_log("mapMoveDestination: unknown AE: 'NOBODY'", since)
     assert len(checked.destination.records) == received
 
 
@@ -289,7 +289,7 @@ def test_move_restrictions(tmp_path: Path, option: str, calling: str, destinatio
             assert len(site.destination.records) == 1
         else:
             assert status == MOVE_DESTINATION_UNKNOWN
-            wait_for_log(site.server, logged, since)
+            site.server.wait_for_log(logged, since)
             assert site.destination.records == []
         site.healthy()
 
@@ -387,7 +387,7 @@ def test_host_access_rules(wrapped: tuple[WrappedServer, Path, set[str]], allow:
             else:
                 assert answer is None
         if not granted:
-            wait_for_log(server, "TCP wrapper: denied connection from localhost (127.0.0.1)", since)
+            server.wait_for_log("TCP wrapper: denied connection from localhost (127.0.0.1)", since)
             assert not echo_ok(server.port, "OPEN")
     finally:
         server.rules("", "")

@@ -5,8 +5,6 @@ pynetdicom / raw PDUs where a client must misbehave or inspect a negotiation res
 """
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import struct
 import subprocess
@@ -15,8 +13,8 @@ import time
 
 import psutil
 import pytest
-from pynetdicom import AE, build_context, build_role
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import Verification
 
 from conftest import Server, echoscu, needs_dcmtk, simple_config
 from qrscp import pdu, uids
@@ -71,8 +69,7 @@ def server(tmp_path):
 def test_echo_succeeds_and_is_logged(server):
     result = echoscu(server.port)
     assert result.returncode == 0, result.stderr
-    time.sleep(0.3)
-    log = server.log
+    log = server.wait_for_log("I: Association Release")
     assert "I: Association Received (localhost:ECHOSCU -> QRSCP)" in log
     assert "I: Association Acknowledged (Max Send PDV: 16372)" in log
     assert "I: Received Echo SCP RQ: MsgID 1" in log

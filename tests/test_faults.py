@@ -30,7 +30,7 @@ from conftest import Server, needs_dcmtk, run_qrscp, simple_config
 from test_hostile import (
     CT_CONTEXT, FIND_CONTEXT, MOVE_CONTEXT, REFUSED_OUT_OF_RESOURCES, SUCCESS, RawPeer, ServerEnded,
     assert_healthy, dataset_bytes, echo_ok, find_uids, identifier, index_problems, indexed_uids, instance,
-    log_size, query_request, server_processes, store, store_request, wait_for_log, worker_serving,
+    log_size, query_request, server_processes, store, store_request, worker_serving,
 )
 from test_retrieve import StorageSCP
 from qrscp import dimse, index, pdu, uids
@@ -194,7 +194,7 @@ def test_worker_killed_mid_association_is_logged_as_an_error(tmp_path: Path) -> 
             kill(worker)
             peer.ending()
         wait_for(lambda: not psutil.pid_exists(worker.pid))   # reaped by the supervisor
-        log = wait_for_log(server, str(worker.pid), since)
+        log = server.wait_for_log(str(worker.pid), since)
         assert_healthy(server, tmp_path / "area", [])
         assert any(line[:2] in ("E:", "W:") and str(worker.pid) in line for line in log.splitlines()), log
 
@@ -337,7 +337,7 @@ def test_disk_full_during_a_store(tmp_path: Path) -> None:
         expected = seeded(server, 1)
         since = log_size(server)
         assert store(server.port, [with_payload(2, 3 << 20)]) == [REFUSED_OUT_OF_RESOURCES]
-        log = wait_for_log(server, "Cannot write image file", since)
+        log = server.wait_for_log("Cannot write image file", since)
         assert "No space left on device" in log
         assert_healthy(server, area, expected)
         assert image_files(area) == indexed_files(area)
@@ -374,7 +374,7 @@ def test_disk_fills_while_the_index_grows(tmp_path: Path, spare_pages: int) -> N
         filler.write_bytes(bytes(status.f_bavail * status.f_frsize - (pages + spare_pages) * 4096))
         since = log_size(server)
         assert store(server.port, [with_payload(3, 100_000)]) == [REFUSED_OUT_OF_RESOURCES]
-        wait_for_log(server, "No space left on device", since)
+        server.wait_for_log("No space left on device", since)
         assert image_files(area) == indexed_files(area)
         assert index_problems(area) == []
         filler.unlink()
@@ -401,7 +401,7 @@ def test_index_truncated_mid_record(tmp_path: Path) -> None:
         assert echo_ok(server.port)
         cut = expected.pop()   # the cut record is gone
         assert sorted(find_uids(server.port)) == sorted(expected)
-        log = wait_for_log(server, "index.dat", since)
+        log = server.wait_for_log("index.dat", since)
         assert any(line[:2] in ("W:", "E:") and "index.dat" in line for line in log.splitlines()), log
         new = instance(BRANCH, 1, 4)
         assert store(server.port, [new]) == [SUCCESS]
@@ -442,7 +442,7 @@ def test_destroyed_index_header_is_never_written_to(tmp_path: Path) -> None:
                 statuses = []
             assert SUCCESS not in statuses
         assert index_file.read_bytes() == b"QRDB0"
-        wait_for_log(server, "unknown/legacy QRDB database file format", since)
+        server.wait_for_log("unknown/legacy QRDB database file format", since)
         index_file.unlink()
         files = sorted(str(area / name) for name in image_files(area))
         assert run_qrscp(str(area), *files, module="qrscp.dcmqridx").returncode == 0
@@ -461,7 +461,7 @@ def test_storage_area_made_read_only(tmp_path: Path) -> None:
         since = log_size(server)
         with read_only(area):
             assert store(server.port, [instance(BRANCH, 1, 3)]) == [REFUSED_OUT_OF_RESOURCES]
-            wait_for_log(server, "Read-only file system", since)
+            server.wait_for_log("Read-only file system", since)
             assert {p.name: p.stat().st_mtime_ns for p in area.iterdir()} == before
         new = instance(BRANCH, 1, 4)
         assert store(server.port, [new]) == [SUCCESS]

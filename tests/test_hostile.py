@@ -177,18 +177,6 @@ def files_under(directory: Path) -> set[Path]:
     return {path for path in directory.rglob("*") if path.is_file()}
 
 
-def wait_for_log(server: Server, text: str, since: int = 0, timeout: float = 5) -> str:
-    """The server's log from offset ``since``, once it contains ``text`` (AssertionError after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        log = server.stderr_path.read_text(errors="replace")[since:]
-        if text in log:
-            return log
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not logged; the log says:\n{log[-3000:]}")
-        time.sleep(0.05)
-
-
 def log_size(server: Server) -> int:
     """The current length of the server's log, to read only what follows."""
     return len(server.stderr_path.read_text(errors="replace"))
@@ -585,7 +573,7 @@ def test_huge_length_field_is_refused_before_reading(guarded: Archive) -> None:
         peer.send(pdu_bytes(pdu.A_ASSOCIATE_RQ, b"", length=0xFFFFFFFF))
         assert peer.ending(timeout=PEER_TIMEOUT + 5) == []
     assert time.monotonic() - started < PEER_TIMEOUT
-    wait_for_log(guarded.server, "Failed to receive association", since)
+    guarded.server.wait_for_log("Failed to receive association", since)
 
 
 def test_silent_and_truncated_peers_stall_nobody(guarded: Archive) -> None:
@@ -748,7 +736,7 @@ def test_broken_message_aborts_only_that_association(guarded: Archive, name: str
         peer.send(ABORTING_INPUT[name])
         answered = peer.ending(timeout=PEER_TIMEOUT + 5)
     assert set(answered) <= {pdu.A_ABORT}, answered
-    log = wait_for_log(guarded.server, "Association Summary", since)
+    log = guarded.server.wait_for_log("Association Summary", since)
     assert "DIMSE Failure (aborting association)" in log or "Cannot handle command" in log
 
 

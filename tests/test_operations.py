@@ -51,8 +51,8 @@ def test_dcmtk_logger_cfg_is_accepted(tmp_path):
 def test_verbose_logs_one_summary_line_per_association(tmp_path):
     with Server(tmp_path, simple_config(), "-v") as server:
         assert echoscu(server.port).returncode == 0
-        time.sleep(0.3)
-        summary = [line for line in server.log.splitlines() if "Association Summary" in line]
+        summary = [line for line in server.wait_for_log("Association Summary").splitlines()
+                   if "Association Summary" in line]
     assert len(summary) == 1
     assert re.match(r"I: Association Summary \(localhost:ECHOSCU -> QRSCP\): 1 C-ECHO in \d+\.\d+ s", summary[0])
 
@@ -83,9 +83,8 @@ def test_sighup_rereads_the_configuration_for_new_associations(tmp_path):
         # a broken file is reported and the running configuration kept
         server.config_path.write_text("AETable BEGIN\n")
         server.process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        server.wait_for_log("keeping the previous configuration")
         assert echoscu(server.port, called="LATER").returncode == 0
-        assert "keeping the previous configuration" in server.log
 
 
 def test_sighup_does_not_disturb_a_running_association(tmp_path):
