@@ -195,6 +195,10 @@ class Association:
         if pending:
             self.transport.send(b"".join(pending))
 
+    def fragment_count(self, size: int) -> int:
+        """How many PDVs :meth:`send_message` sends a data set of ``size`` bytes in."""
+        return max(1, -(-size // self.max_send_pdv))
+
     def _fragments(self, context_id: int, data: bytes | bytearray | memoryview,
                    kind: int) -> Iterator[tuple[bytes, memoryview]]:
         """(PDU and PDV header, data) of each fragment of a command (``kind`` 1) or data set (0)."""

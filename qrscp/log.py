@@ -20,6 +20,10 @@ DB = "dcmtk.dcmqrdb"
 NET = "dcmtk.dcmnet"
 #: Logger of data set handling: DCMTK's dcmdata module.
 DATA = "dcmtk.dcmdata"
+#: DCMTK's switch for progress output: while its level is exactly INFO (``-v``, or a ``-lc`` file such as
+#: DCMTK's logger.cfg), every data set a C-STORE receives or a sub-operation sends shows on stdout as
+#: ``RECV: ...`` or ``XMIT: ...``, one dot per PDV.
+PROGRESS = "dcmtk.dcmqrdb.progress"
 
 TRACE = 5
 LEVELS = {
@@ -40,6 +44,21 @@ logging.addLevelName(logging.CRITICAL, "FATAL")
 def get_logger(name: str) -> logging.Logger:
     """Return the logger ``name`` (one of the module constants above, or a child of one)."""
     return logging.getLogger(name)
+
+
+def progress_shown() -> bool:
+    """Whether data sets received and sent show their progress dots (see :data:`PROGRESS`)."""
+    return logging.getLogger(PROGRESS).getEffectiveLevel() == logging.INFO
+
+
+def print_progress(text: str) -> None:
+    """Write progress output to stdout at once, as DCMTK's ``printf`` and ``fflush`` do; a stdout that
+    cannot be written to is ignored, as there."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class StderrHandler(logging.StreamHandler):

@@ -74,6 +74,14 @@ def _read_instance(instance: Instance) -> tuple[fileformat.StoredFile, bytes]:
     return stored, content[stored.dataset_offset:]
 
 
+def _send_store_request(association: Association, context_id: int, request: dimse.Command,
+                        payload: bytes) -> None:
+    """Send a sub-operation's C-STORE-RQ, and DCMTK's ``XMIT: ...`` line at ``-v`` (a dot per PDV)."""
+    association.send_message(context_id, request, payload)
+    if log.progress_shown():
+        log.print_progress("XMIT: " + "." * association.fragment_count(len(payload)) + "\n")
+
+
 def _encode_for(context_ts: str, stored: fileformat.StoredFile, data: bytes) -> bytes:
     if context_ts == stored.transfer_syntax:
         return data
@@ -129,7 +137,7 @@ class SubAssociationSender(Sender):
         request = _store_request(self.association, context.context_id, instance, priority, **self.originator)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         try:
-            self.association.send_message(context.context_id, request, payload)
+            _send_store_request(self.association, context.context_id, request, payload)
             while True:
                 context_id, response = self.association.receive_command(self.timeout, self.timeout)
                 if dimse.has_dataset(response):
@@ -169,7 +177,7 @@ class SameAssociationSender(Sender):
         payload = _encode_for(context.transfer_syntax, stored, data)
         request = _store_request(self.association, context.context_id, instance, priority)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
-        self.association.send_message(context.context_id, request, payload)
+        _send_store_request(self.association, context.context_id, request, payload)
         while True:
             context_id, response = self.association.receive_command(self.timeout, self.timeout)
             if dimse.has_dataset(response):

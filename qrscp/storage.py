@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from qrscp import dimse, fileformat, log, uids
 from qrscp.association import Association
@@ -19,7 +20,6 @@ from qrscp.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_
 LOG = log.get_logger(log.DB)
 
 
-
 class StoreFailed(Exception):
     """A C-STORE that ends with a failure ``status``."""
 
@@ -28,8 +28,26 @@ class StoreFailed(Exception):
         self.status = status
 
 
+def _receive(association: Association, context_id: int, write: Callable[[memoryview], object],
+             timeout: float | None) -> None:
+    """Receive the C-STORE data set into ``write``, showing DCMTK's ``RECV: ...`` dots at ``-v``."""
+    if not log.progress_shown():
+        association.receive_dataset(context_id, write, timeout)
+        return
+
+    def write_and_show(data: memoryview) -> None:
+        write(data)
+        log.print_progress(".")
+
+    log.print_progress("RECV: ")
+    try:
+        association.receive_dataset(context_id, write_and_show, timeout)
+    finally:
+        log.print_progress("\n")
+
+
 def _discard(association: Association, context_id: int, timeout: float | None) -> None:
-    association.receive_dataset(context_id, lambda _data: None, timeout)
+    _receive(association, context_id, lambda _data: None, timeout)
 
 
 def _same_uid(dataset_uid: str, request_uid: str, uid_padding: bool) -> bool:
@@ -152,11 +170,11 @@ def _receive_into(session, context_id: int, fd: int, transfer_syntax: str, sop_c
             sink = _Sink(file)
             if fmt.write_file:
                 sink.write(fileformat.file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, source))
-            association.receive_dataset(context_id, sink.write, timeout)
+            _receive(association, context_id, sink.write, timeout)
             sink.check()
             return
         parts: list[bytes] = []
-        association.receive_dataset(context_id, lambda data: parts.append(bytes(data)), timeout)
+        _receive(association, context_id, lambda data: parts.append(bytes(data)), timeout)
         target = fmt.target_syntax(transfer_syntax)
         meta = fileformat.file_meta(sop_class_uid, sop_instance_uid, target, source) if fmt.write_file else b""
         try:

@@ -9,12 +9,15 @@ import subprocess
 import tempfile
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from conftest import ROOT, Server, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config
+from corpus import make_ct, write_instance
+from test_retrieve import getscu, movescu, storescp
 
 pytestmark = needs_dcmtk
 
@@ -173,3 +176,45 @@ def test_unknown_user_or_group_exits_10(tmp_path, line, message):
     assert (ours.returncode, ours.stderr.strip()) == (10, message)
     theirs = run_dcmtk("dcmqrscp", "-c", "server.cfg", str(free_port()), cwd=tmp_path, timeout=30)
     assert (theirs.returncode, theirs.stderr.decode().strip()) == (10, message)
+
+
+# --- progress dots on stdout ----------------------------------------------------------------------------
+
+def _progress_lines(tmp_path: Path, kind: str, options: tuple[str, ...], files: list[Path]) -> list[str]:
+    """The ``RECV:``/``XMIT:`` lines a server of ``kind`` prints on stdout for two C-STOREs, a C-MOVE of
+    their study to DCMTK's storescp and a C-GET with a maximum PDU of 8192."""
+    directory = tmp_path / kind
+    directory.mkdir()
+    with storescp(directory / "dest") as dest_port:
+        config = simple_config({"QRSCP": f"{directory / 'area'} RW (200, 1024mb) ANY"},
+                               host_table=f"DEST = (DEST, 127.0.0.1, {dest_port})")
+        (directory / "area").mkdir()
+        with Server(directory, config, *options, dcmtk_server=kind == "dcmtk") as server:
+            assert run_dcmtk("storescu", "-aec", "QRSCP", "127.0.0.1", str(server.port),
+                             *map(str, files)).returncode == 0
+            keys = ("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.2.826.0.1.3680043.8.498.88")
+            assert movescu(server.port, "-S", keys)[0][-1].status == 0
+            assert getscu(server.port, "-S", keys, directory / "got", "-pdu", "8192")[0][-1].status == 0
+        output = server.stdout_path.read_text()
+    return [line for line in output.splitlines() if line.startswith(("RECV:", "XMIT:"))]
+
+
+@pytest.mark.parametrize("options", [("-v",), ("-d",), (), ("-lc", DCMTK_LOGGER)], ids=str)
+def test_progress_dots_on_stdout_as_dcmtk(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """DCMTK prints ``RECV: ...`` for every data set a C-STORE receives and ``XMIT: ...`` for every one a
+    sub-operation sends, a dot per PDV, while the progress logger's level is exactly INFO (``-v``, DCMTK's
+    logger.cfg); so do we."""
+    if options[0:1] == ("-lc",) and not os.path.exists(DCMTK_LOGGER):
+        pytest.skip("DCMTK's logger.cfg is not installed")
+    files = []
+    for number, payload in ((1, 0), (2, 100_000)):
+        dataset = make_ct(StudyInstanceUID="1.2.826.0.1.3680043.8.498.88",
+                          SeriesInstanceUID="1.2.826.0.1.3680043.8.498.88.1",
+                          SOPInstanceUID=f"1.2.826.0.1.3680043.8.498.88.1.{number}")
+        dataset.private_block(0x0009, "QRSCP TESTS", create=True).add_new(0x01, "OB", bytes(payload))
+        files.append(write_instance(dataset, tmp_path / f"ct{number}.dcm"))
+    ours = _progress_lines(tmp_path, "qrscp", options, files)
+    assert ours == _progress_lines(tmp_path, "dcmtk", options, files)
+    shown = options[0:1] in (("-v",), ("-lc",))
+    assert len(ours) == (6 if shown else 0)
+    assert any(line.count(".") > 1 for line in ours) == shown   # the big instance: several PDVs
