@@ -11,14 +11,13 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk
+from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, wait_for_port
 from qrscp import log
 from qrscp.hostaccess import host_allowed
 
@@ -212,20 +211,6 @@ def test_never_raises(tmp_path_factory: pytest.TempPathFactory, rules: str, name
 
 # --- DCMTK's own check -----------------------------------------------------------------------------
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10) -> bool:
-    """Wait until something listens on 127.0.0.1:``port``; False if ``process`` ended first."""
-    deadline = time.monotonic() + timeout
-    while process.poll() is None:
-        try:
-            socket.create_connection((ADDRESS, port), timeout=1).close()
-            return True
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
 def dcmtk_with_rules(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     """DCMTK's dcmqrscp +ac whose /etc/hosts.allow and /etc/hosts.deny are the returned files."""
@@ -246,7 +231,9 @@ def dcmtk_with_rules(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     server = subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=dcmtk_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if not wait_for_port(port, server):
+        try:
+            wait_for_port(port, timeout=10, process=server)
+        except (RuntimeError, TimeoutError):
             pytest.skip("cannot run dcmqrscp in a private mount namespace here")
         yield port, allow, deny
     finally:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk
+from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, wait_for_port
 from qrscp import log, logconfig
 
 BANNER = "$dcmtk: dcmqrscp v3.6.7 2022-04-22 $\n"
@@ -267,19 +266,6 @@ def test_shipped_filelog_cfg(tmp_path: Path) -> None:
 
 DCMTK_LOGGERS = {"dcmqrscp": log.APP, "dcmqrdb": log.DB, "dcmnet": log.NET, "dcmdata": log.DATA}
 FILELOG_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ([ A-Z]{5}) - (\S+) *- (.*)")
-
-
-def wait_for_port(port: int, timeout: float = 10) -> None:
-    """Wait until something listens on 127.0.0.1:``port``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def dcmtk_association_log(directory: Path) -> str:
