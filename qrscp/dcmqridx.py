@@ -6,8 +6,9 @@ drops index records. ``-p`` prints the index exactly as DCMTK's ``dcmqridx -p`` 
 
 Two additions: ``--check`` verifies an area (header, study descriptors against the records, every
 record's file present and holding the instance the record names, every ``.dcm`` file in the area's
-directory indexed; exit code 2 when something is wrong) and ``--repair`` drops the records that fail those checks (and older records of an instance indexed
-twice), rebuilds the study descriptors and keeps the old index as ``index.dat.bak``.
+directory indexed; exit code 2 when something is wrong) and ``--repair`` drops the records that fail
+those checks (and older records of an instance indexed twice), rebuilds the study descriptors and keeps
+the old index as ``index.dat.bak``; it never deletes a file.
 """
 from __future__ import annotations
 
