@@ -152,9 +152,43 @@ _STATUS_TEXT = {
 }
 
 
-def status_text(status: int) -> str:
-    """DCMTK's ``0xNNNN: Text`` rendering of a DIMSE status."""
-    return f"0x{status:04x}: {status_name(status)}"
+_MOVE_STATUS = {
+    0x0000: "Success: Sub-operations complete - No failures or warnings",
+    0xFF00: "Pending: Sub-operations are continuing",
+    0xFE00: "Cancel: Sub-operations terminated due to Cancel Indication",
+    0xA701: "Refused: Out of resources - Unable to calculate number of matches",
+    0xA702: "Refused: Out of resources - Unable to perform sub-operations",
+    0xA801: "Refused: Move Destination unknown", 0xA900: "Error: Data Set does not match SOP Class",
+    0x0122: "Refused: SOP Class not supported", 0x0124: "Refused: Not authorized",
+    0xB000: "Warning: Sub-operations complete - One or more failures or warnings",
+}
+
+#: How DCMTK's message dumps name the status of each kind of response: single values, then ranges;
+#: another status is named by its category (:func:`_category`). Read off DCMTK 3.6.7's dumps.
+_DUMP_STATUS: dict[int, tuple[dict[int, str], tuple[tuple[int, int, str], ...]]] = {
+    C_STORE_RSP: ({0x0000: "Success", 0x0122: "Refused: SOP Class not supported", 0x0124: "Refused: Not authorized",
+                   0xB000: "Warning: Coercion of Data Elements", 0xB006: "Warning: Elements discarded",
+                   0xB007: "Warning: Data Set does not match SOP Class"},
+                  ((0xA700, 0xA7FF, "Refused: Out of resources"),
+                   (0xA900, 0xA9FF, "Error: Data Set does not match SOP Class"),
+                   (0xC000, 0xCFFF, "Error: Cannot understand"))),
+    C_FIND_RSP: ({0x0000: "Success: Matching is complete", 0xFF00: "Pending: Matches are continuing",
+                  0xFF01: "Pending: Matches are continuing - Warning: Unsupported optional keys",
+                  0xFE00: "Cancel: Matching terminated due to Cancel Request", 0xA700: "Refused: Out of resources",
+                  0x0122: "Refused: SOP Class not supported"},
+                 ((0xA900, 0xA9FF, "Error: Data Set does not match SOP Class"),
+                  (0xC000, 0xCFFF, "Failed: Unable to process"))),
+    C_MOVE_RSP: (_MOVE_STATUS, ((0xC000, 0xCFFF, "Failed: Unable to process"),)),
+    C_GET_RSP: ({status: text for status, text in _MOVE_STATUS.items() if status not in (0xA801, 0x0124)},
+                ((0xC000, 0xCFFF, "Failed: Unable to process"),)),
+}
+
+
+def status_text(command_field: int, status: int) -> str:
+    """DCMTK's ``0xnnnn: Text`` rendering of the status of a ``command_field`` response in a dump."""
+    values, ranges = _DUMP_STATUS.get(command_field, ({}, ()))
+    text = values.get(status) or next((name for low, high, name in ranges if low <= status <= high), None)
+    return f"0x{status:04x}: {text or _category(status)}"
 
 
 def status_name(status: int) -> str:
@@ -172,8 +206,8 @@ def status_name(status: int) -> str:
     return text
 
 
-def status_category(status: int) -> str:
-    """DCMTK's one-word category of a status, as in ``Find SCP Response 1 [status: Pending]``."""
+def _category(status: int) -> str:
+    """The kind of a status (PS3.7 Annex C): Success, Pending, Cancel, Warning or Failure."""
     if status == 0x0000:
         return "Success"
     if status in (0xFF00, 0xFF01):
@@ -182,7 +216,13 @@ def status_category(status: int) -> str:
         return "Cancel"
     if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
         return "Warning"
-    return "Failed"
+    return "Failure"
+
+
+def status_category(status: int) -> str:
+    """DCMTK's one-word category of a status, as in ``Find SCP Response 1 [status: Pending]``."""
+    category = _category(status)
+    return "Failed" if category == "Failure" else category
 
 
 def dump(command: Command, incoming: bool, dataset_present: bool | None = None) -> str:
@@ -216,7 +256,7 @@ def dump(command: Command, incoming: bool, dataset_present: bool | None = None) 
     if "Priority" in command:
         lines.append("Priority                      : " + {0: "medium", 1: "high", 2: "low"}.get(command["Priority"], "unknown"))
     if "Status" in command:
-        lines.append("DIMSE Status                  : " + status_text(command["Status"]))
+        lines.append("DIMSE Status                  : " + status_text(command["CommandField"], command["Status"]))
     lines.append("======================= END DIMSE MESSAGE =======================")
     return "\n".join(lines)
 

@@ -612,6 +612,17 @@ def _top_level_uids(data: bytes, transfer_syntax: str) -> tuple[str, str]:
     return _uid(values.get(SOP_CLASS_UID)), _uid(values.get(SOP_INSTANCE_UID))
 
 
+def dataset_sop_uids(head: bytes, transfer_syntax: str) -> tuple[str, str]:
+    """SOP Class and Instance UID from ``head``, the first bytes of a data set encoded in
+    ``transfer_syntax`` (parsed up to the SOP Instance UID); ValueError if that part does not parse."""
+    if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
+        try:
+            head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, _FIRST_READ)
+        except zlib.error as error:
+            raise ValueError(f"deflated data set does not inflate: {error}") from error
+    return _top_level_uids(head, transfer_syntax)
+
+
 def _sop_uids(file: BinaryIO, transfer_syntax: str) -> tuple[str, str]:
     """SOP Class and Instance UID from the data set at the file position (read as far as needed)."""
     data = file.read(_FIRST_READ)

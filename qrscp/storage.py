@@ -57,6 +57,44 @@ def _same_uid(dataset_uid: str, request_uid: str, uid_padding: bool) -> bool:
     return dataset_uid == request_uid
 
 
+def _check_against_request(dataset_class: str, dataset_instance: str, request_class: str,
+                           request_instance: str, uid_padding: bool, name: str) -> int | None:
+    """The reference's check of a received data set against its C-STORE-RQ (ref §7 step 6): 0xC000 (and
+    ``Bad image file: <name>``) without SOP Class or Instance UID, 0xA900 if either differs from the
+    request; None if they agree."""
+    if not dataset_class or not dataset_instance:
+        LOG.error("Bad image file: %s", name)
+        return UNABLE_TO_PROCESS
+    if not _same_uid(dataset_class, request_class, uid_padding) or \
+            not _same_uid(dataset_instance, request_instance, uid_padding):
+        return DATASET_DOES_NOT_MATCH_SOP_CLASS
+    return None
+
+
+#: Of the data set of a C-STORE whose SOP class is no storage class, this much is kept (the rest is
+#: dropped) to check its SOP Class and Instance UIDs against the request.
+_UNKNOWN_CLASS_HEAD = 1 << 16
+
+
+def _refuse_unknown_class(association: Association, context_id: int, transfer_syntax: str,
+                          request_class: str, request_instance: str, options) -> int:
+    """Receive and drop the data set of a C-STORE whose SOP class is no storage class: 0x0122, unless
+    the data set fails the check against the request, which the reference reports first (ref §7)."""
+    head = bytearray()
+
+    def keep_head(data: memoryview) -> None:
+        if len(head) < _UNKNOWN_CLASS_HEAD:
+            head.extend(data[:_UNKNOWN_CLASS_HEAD - len(head)])
+
+    _receive(association, context_id, keep_head, options.dimse_timeout)
+    try:
+        dataset_class, dataset_instance = fileformat.dataset_sop_uids(bytes(head), transfer_syntax)
+    except ValueError:
+        dataset_class = dataset_instance = ""
+    return _check_against_request(dataset_class, dataset_instance, request_class, request_instance,
+                                  options.uid_padding, "") or SOP_CLASS_NOT_SUPPORTED
+
+
 def handle_store(session, context_id: int, request: dimse.Command) -> None:
     """Serve one C-STORE-RQ."""
     association = session.association
@@ -71,8 +109,8 @@ def handle_store(session, context_id: int, request: dimse.Command) -> None:
     if options.ignore:
         _discard(association, context_id, timeout)
     elif sop_class_uid not in uids.STORAGE_SOP_CLASSES:
-        _discard(association, context_id, timeout)
-        status = SOP_CLASS_NOT_SUPPORTED
+        status = _refuse_unknown_class(association, context_id, context.transfer_syntax, sop_class_uid,
+                                       sop_instance_uid, options)
     elif not session.entry.writable:
         _discard(association, context_id, timeout)
         LOG.warning("storeSCP: storage area of %s is read-only", session.entry.ae_title)
@@ -110,13 +148,10 @@ def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, s
         except Exception as error:  # whatever the parser makes of a broken data set
             LOG.error("Bad image file: %s (%s)", path, error)
             raise StoreFailed(UNABLE_TO_PROCESS, str(error)) from error
-        uid_padding = session.options.uid_padding
-        if not values.sop_class_uid or not values.sop_instance_uid:
-            LOG.error("Bad image file: %s", path)
-            raise StoreFailed(UNABLE_TO_PROCESS, "SOP Class or SOP Instance UID missing")
-        if not _same_uid(values.sop_class_uid, sop_class_uid, uid_padding) or \
-                not _same_uid(values.sop_instance_uid, sop_instance_uid, uid_padding):
-            raise StoreFailed(DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set does not match the request")
+        status = _check_against_request(values.sop_class_uid, values.sop_instance_uid, sop_class_uid,
+                                        sop_instance_uid, session.options.uid_padding, path)
+        if status is not None:
+            raise StoreFailed(status, "data set does not match the request")
         try:
             area.register(path, sop_class_uid, values)
         except DatabaseError as error:

@@ -70,6 +70,10 @@ class Server:
         return OutputFormat.from_options(self.options)
 
 
+#: The responses :meth:`Session.send` dumps at debug level.
+_DUMPED_AT_DEBUG = frozenset({dimse.C_FIND_RSP, dimse.C_MOVE_RSP})
+
+
 @dataclass
 class Session:
     """One established association and the archive it talks to."""
@@ -90,8 +94,9 @@ class Session:
         return self.server.area(self.entry)
 
     def send(self, context_id: int, command: dimse.Command, dataset: bytes | None = None) -> None:
-        """Send a message, logging it as the reference does."""
-        if LOG.isEnabledFor(logging.DEBUG):
+        """Send a message; C-FIND and C-MOVE responses are dumped at debug level, as the reference does
+        (the services log the other messages their own way)."""
+        if command["CommandField"] in _DUMPED_AT_DEBUG and LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(dimse.dump(command, incoming=False, dataset_present=dataset is not None))
         self.association.send_message(context_id, command, dataset)
 
@@ -200,8 +205,6 @@ def _dispatch(session: Session) -> None:
         try:
             context_id, command = association.receive_command(None, fragment_timeout)
             field_ = command["CommandField"]
-            if LOG.isEnabledFor(logging.DEBUG):
-                LOG.debug(dimse.dump(command, incoming=True))
             if field_ == dimse.C_CANCEL_RQ:
                 LOG.info("dispatch: late C-CANCEL-RQ, ignoring")
                 continue

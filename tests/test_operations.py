@@ -218,3 +218,33 @@ def test_progress_dots_on_stdout_as_dcmtk(tmp_path: Path, options: tuple[str, ..
     shown = options[0:1] in (("-v",), ("-lc",))
     assert len(ours) == (6 if shown else 0)
     assert any(line.count(".") > 1 for line in ours) == shown   # the big instance: several PDVs
+
+
+# --- message dumps ---------------------------------------------------------------------------------------
+
+def _dumped_statuses(tmp_path: Path, kind: str, stored: Path) -> list[str]:
+    """The ``Message Type`` and ``DIMSE Status`` lines a server of ``kind`` logs at ``-d`` for a C-STORE, a
+    C-FIND, a C-FIND with a bad level, a C-MOVE to an unknown AE and a C-ECHO."""
+    directory = tmp_path / kind
+    (directory / "area").mkdir(parents=True)
+    config = simple_config({"QRSCP": f"{directory / 'area'} RW (200, 1024mb) ANY"})
+    with Server(directory, config, "-d", dcmtk_server=kind == "dcmtk") as server:
+        port = str(server.port)
+        assert run_dcmtk("storescu", "-aec", "QRSCP", "127.0.0.1", port, str(stored)).returncode == 0
+        for level in ("STUDY", "BOGUS"):
+            run_dcmtk("findscu", "-S", "-aec", "QRSCP", "-k", f"QueryRetrieveLevel={level}",
+                      "-k", "StudyInstanceUID", "127.0.0.1", port)
+        run_dcmtk("movescu", "-S", "-aec", "QRSCP", "-aem", "NOWHERE", "-k", "QueryRetrieveLevel=STUDY",
+                  "-k", "StudyInstanceUID=1.2.826.0.1.3680043.8.498.88", "127.0.0.1", port)
+        assert echoscu(server.port).returncode == 0
+        log = server.wait_for_log("Received Echo SCP RQ")
+    return [line for line in log.splitlines() if line[3:].startswith(("Message Type", "DIMSE Status"))]
+
+
+def test_message_dumps_name_statuses_as_dcmtk(tmp_path: Path) -> None:
+    """Which messages are dumped at ``-d``, and how their statuses are named: DCMTK names them per kind of
+    response (``0xff00: Pending: Matches are continuing``, ``0xa801: Refused: Move Destination unknown``)."""
+    stored = write_instance(make_ct(StudyInstanceUID="1.2.826.0.1.3680043.8.498.88"), tmp_path / "ct.dcm")
+    ours = _dumped_statuses(tmp_path, "qrscp", stored)
+    assert ours == _dumped_statuses(tmp_path, "dcmtk", stored)
+    assert "D: DIMSE Status                  : 0xa801: Refused: Move Destination unknown" in ours

@@ -23,6 +23,7 @@ from pydicom import config, dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     BasicTextSRStorage,
@@ -42,9 +43,10 @@ from pynetdicom import AE, _config
 
 from conftest import ROOT, Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_instance, uid, write_instance
-from qrscp import index
+from qrscp import acse, dimse, index
 from qrscp.database import StorageArea
 from qrscp.dcmqridx import check_area
+from qrscp.pdu import PresentationContextRQ
 from test_find_differential import findscu, q
 from test_retrieve import getscu
 
@@ -404,6 +406,69 @@ def test_uid_checks_match_dcmtk(tmp_path: Path, options: tuple[str, ...]) -> Non
         if kind == "qrscp":
             assert_consistent(area)
     assert outcome["qrscp"] == outcome["dcmtk"] == {name: case.status for name, case in UID_CASES.items()}
+
+
+#: A SOP class that is no storage class (the server accepts no context for it).
+UNKNOWN_CLASS = "1.2.826.0.1.3680043.8.498.99.1"
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+#: Data sets sent with a C-STORE-RQ for UNKNOWN_CLASS and instance UID, and the status DCMTK answers.
+UNKNOWN_CLASS_CASES = {
+    "data set of another class": (dict(), DATASET_DOES_NOT_MATCH),
+    "data set of the class": (dict(SOPClassUID=UNKNOWN_CLASS), SOP_CLASS_NOT_SUPPORTED),
+    "big data set of the class": (dict(SOPClassUID=UNKNOWN_CLASS, payload=300_000), SOP_CLASS_NOT_SUPPORTED),
+    "another instance": (dict(SOPClassUID=UNKNOWN_CLASS, SOPInstanceUID=UID[:-1] + "2"), DATASET_DOES_NOT_MATCH),
+    "no instance UID": (dict(SOPClassUID=UNKNOWN_CLASS, SOPInstanceUID=None), CANNOT_UNDERSTAND),
+}
+
+
+def _unknown_class_data_set(SOPClassUID: str = CTImageStorage, SOPInstanceUID: str | None = UID,
+                            payload: int = 0) -> bytes:
+    dataset = make_instance(CTImageStorage, SOPInstanceUID=UID, StudyInstanceUID=uid(BRANCH, 9),
+                            SeriesInstanceUID=uid(BRANCH, 9, 1))
+    dataset.SOPClassUID = SOPClassUID
+    if SOPInstanceUID is None:
+        del dataset.SOPInstanceUID
+    else:
+        dataset.SOPInstanceUID = SOPInstanceUID
+    if payload:
+        dataset.private_block(0x0009, "QRSCP TESTS", create=True).add_new(0x01, "OB", bytes(payload))
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()
+
+
+def test_unknown_sop_class_checks_the_data_set_first_as_dcmtk(tmp_path: Path) -> None:
+    """A C-STORE-RQ naming a SOP class that is no storage class (on a CT context): the data set is received
+    and dropped, but first checked against the request as DCMTK does (ref §7 steps 2, 6): 0xA900 if its SOP
+    Class or Instance UID differs, 0xC000 without SOP Instance UID, else 0x0122; nothing is stored; the
+    statuses and the warning and error lines are DCMTK's."""
+    outcome: dict[str, list[int]] = {}
+    logged: dict[str, list[str]] = {}
+    for kind in ("qrscp", "dcmtk"):
+        directory = tmp_path / kind
+        area = directory / "area"
+        area.mkdir(parents=True)
+        with Server(directory, simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"}), "-v",
+                    dcmtk_server=kind == "dcmtk") as server:
+            association = acse.request_association(
+                "127.0.0.1", server.port, calling_ae_title="PROBESCU", called_ae_title=AE_TITLE,
+                contexts=[PresentationContextRQ(1, CTImageStorage, [ExplicitVRLittleEndian])],
+                max_receive_pdu=16384, connect_timeout=10, acse_timeout=10)
+            outcome[kind] = []
+            for number, (fields, _) in enumerate(UNKNOWN_CLASS_CASES.values(), start=1):
+                association.send_message(1, {"CommandField": dimse.C_STORE_RQ, "MessageID": number,
+                                             "AffectedSOPClassUID": UNKNOWN_CLASS, "AffectedSOPInstanceUID": UID,
+                                             "Priority": 0}, _unknown_class_data_set(**fields))
+                outcome[kind].append(association.receive_command(10, 10)[1]["Status"])
+            association.release(10)
+            log = server.wait_for_log("Association Release")
+        log = log[log.index("Association Received (localhost:PROBESCU"):]   # not the start-up port probe
+        logged[kind] = [line for line in log.splitlines() if line.startswith(("W:", "E:"))]
+        assert live_records(area) == [] and image_files(area) == []
+    assert outcome["qrscp"] == outcome["dcmtk"] == [status for _, status in UNKNOWN_CLASS_CASES.values()]
+    assert logged["qrscp"] == logged["dcmtk"]
 
 
 # --- output options (ref §7 step 7) ------------------------------------------------------------------------
