@@ -55,18 +55,15 @@ def share_writes(journal: WriteJournal | None) -> None:
 
 
 class DatabaseError(Exception):
-    """The index cannot be used or changed; ``status`` is the C-STORE status it leads to and
-    ``status_text`` how the reference names it."""
+    """The index cannot be used or changed; ``status`` is the C-STORE status it leads to."""
 
     status = 0xC000
-    status_text = "Failed: UnableToProcess"
 
 
 class QuotaExceeded(DatabaseError):
     """The image is larger than maxBytesPerStudy: the C-STORE is refused with 0xA700."""
 
     status = 0xA700
-    status_text = "Refused: OutOfResources"
 
 
 class IndexWriteFailed(QuotaExceeded):

@@ -80,18 +80,3 @@ def encode_identifier(dataset: Dataset, transfer_syntax: str) -> bytes:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
     return data
-
-
-def dump(dataset: Dataset) -> str:
-    """A multi-line dump of ``dataset`` for DEBUG/INFO logs (DCMTK's ``# Dicom-Data-Set`` shape).
-
-    Values are shown as stored (raw elements are not converted, so dumping never changes the data set).
-    """
-    lines = ["# Dicom-Data-Set"]
-    for tag in dataset.keys():
-        element = dataset.get_item(tag)
-        value = element.value
-        if isinstance(value, bytes):
-            value = value.decode("latin-1", "replace").rstrip(" \0")
-        lines.append(f"({tag.group:04x},{tag.element:04x}) {element.VR or '??'} [{value}]")
-    return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pydicom.uid import UID
+from qrscp import uids
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -137,19 +137,42 @@ def has_dataset(command: Command) -> bool:
     return command.get("CommandDataSetType", NO_DATASET) != NO_DATASET
 
 
-def uid_name(uid: str) -> str:
-    """DCMTK's short name of a UID in message dumps (``CTImageStorage``), else the UID itself."""
-    keyword = UID(uid).keyword
-    return keyword or uid
+#: Names of statuses: single values, then (low, high, name) ranges.
+_StatusTable = tuple[dict[int, str], tuple[tuple[int, int, str], ...]]
 
-
-_STATUS_TEXT = {
-    0x0000: "Success", 0xFF00: "Pending", 0xFF01: "Pending", 0xFE00: "Cancel",
-    0xB000: "Warning", 0xA700: "Refused: OutOfResources", 0xA701: "Refused: OutOfResourcesNumberOfMatches",
-    0xA702: "Refused: OutOfResourcesSubOperations", 0xA801: "Refused: MoveDestinationUnknown",
-    0xA900: "Error: DataSetDoesNotMatchSOPClass", 0xC000: "Failed: UnableToProcess",
-    0x0122: "Failed: SOPClassNotSupported", 0x0110: "Failure: ProcessingFailure",
+#: How DCMTK names statuses in its log lines (``DU_cstoreStatusString`` & co., read from libdcmnet 3.6.7):
+#: per kind of request, single values, then ranges; another status is ``Unknown Status: 0x...``.
+_LOG_STATUS: dict[int, _StatusTable] = {
+    C_ECHO_RQ: ({0x0000: "Success"}, ()),
+    C_STORE_RQ: ({0x0000: "Success", 0x0122: "Refused: SOPClassNotSupported", 0xB000: "Warning: CoercionOfDataElements",
+                  0xB006: "Warning: ElementsDiscarded", 0xB007: "Warning: DataSetDoesNotMatchSOPClass"},
+                 ((0xA700, 0xA7FF, "Refused: OutOfResources"), (0xA900, 0xA9FF, "Error: DataSetDoesNotMatchSOPClass"),
+                  (0xC000, 0xCFFF, "Error: CannotUnderstand"))),
+    C_FIND_RQ: ({0x0000: "Success", 0xFF00: "Pending", 0xFF01: "Pending: WarningUnsupportedOptionalKeys",
+                 0xFE00: "Cancel: MatchingTerminatedDueToCancelRequest", 0x0122: "Refused: SOPClassNotSupported",
+                 0xA700: "Refused: OutOfResources", 0xA900: "Error: DataSetDoesNotMatchSOPClass"},
+                ((0xC000, 0xCFFF, "Failed: UnableToProcess"),)),
 }
+_LOG_STATUS[C_GET_RQ] = ({0x0000: "Success", 0xFF00: "Pending", 0x0122: "Refused: SOPClassNotSupported",
+                          0xFE00: "Cancel: SubOperationsTerminatedDueToCancelIndication",
+                          0xA701: "Refused: OutOfResourcesNumberOfMatches",
+                          0xA702: "Refused: OutOfResourcesSubOperations", 0xA900: "Error: DataSetDoesNotMatchSOPClass",
+                          0xB000: "Warning: SubOperationsCompleteOneOrMoreFailures"},
+                         ((0xC000, 0xCFFF, "Failed: UnableToProcess"),))
+_LOG_STATUS[C_MOVE_RQ] = ({**_LOG_STATUS[C_GET_RQ][0], 0xA801: "Refused: MoveDestinationUnknown"},
+                          _LOG_STATUS[C_GET_RQ][1])
+
+
+def _look_up(table: _StatusTable, status: int) -> str | None:
+    values, ranges = table
+    return values.get(status) or next((name for low, high, name in ranges if low <= status <= high), None)
+
+
+def status_name(command_field: int, status: int) -> str:
+    """How DCMTK's log lines name ``status`` of the operation ``command_field`` (request or response):
+    ``Failed: UnableToProcess``, ``Refused: MoveDestinationUnknown``..."""
+    name = _look_up(_LOG_STATUS.get(command_field & 0x7FFF, ({}, ())), status)
+    return name or f"Unknown Status: 0x{status:x}"
 
 
 _MOVE_STATUS = {
@@ -165,7 +188,7 @@ _MOVE_STATUS = {
 
 #: How DCMTK's message dumps name the status of each kind of response: single values, then ranges;
 #: another status is named by its category (:func:`_category`). Read off DCMTK 3.6.7's dumps.
-_DUMP_STATUS: dict[int, tuple[dict[int, str], tuple[tuple[int, int, str], ...]]] = {
+_DUMP_STATUS: dict[int, _StatusTable] = {
     C_STORE_RSP: ({0x0000: "Success", 0x0122: "Refused: SOP Class not supported", 0x0124: "Refused: Not authorized",
                    0xB000: "Warning: Coercion of Data Elements", 0xB006: "Warning: Elements discarded",
                    0xB007: "Warning: Data Set does not match SOP Class"},
@@ -186,24 +209,8 @@ _DUMP_STATUS: dict[int, tuple[dict[int, str], tuple[tuple[int, int, str], ...]]]
 
 def status_text(command_field: int, status: int) -> str:
     """DCMTK's ``0xnnnn: Text`` rendering of the status of a ``command_field`` response in a dump."""
-    values, ranges = _DUMP_STATUS.get(command_field, ({}, ()))
-    text = values.get(status) or next((name for low, high, name in ranges if low <= status <= high), None)
+    text = _look_up(_DUMP_STATUS.get(command_field, ({}, ())), status)
     return f"0x{status:04x}: {text or _category(status)}"
-
-
-def status_name(status: int) -> str:
-    """DCMTK's name of a DIMSE status (``Failed: UnableToProcess``)."""
-    text = _STATUS_TEXT.get(status)
-    if text is None:
-        if 0xA700 <= status <= 0xA7FF:
-            text = "Refused: OutOfResources"
-        elif 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF:
-            text = "Error: CannotUnderstand" if status >= 0xC000 else "Error: DataSetDoesNotMatchSOPClass"
-        elif 0xB000 <= status <= 0xBFFF:
-            text = "Warning"
-        else:
-            text = "Unknown Status Code"
-    return text
 
 
 def _category(status: int) -> str:
@@ -219,12 +226,6 @@ def _category(status: int) -> str:
     return "Failure"
 
 
-def status_category(status: int) -> str:
-    """DCMTK's one-word category of a status, as in ``Find SCP Response 1 [status: Pending]``."""
-    category = _category(status)
-    return "Failed" if category == "Failure" else category
-
-
 def dump(command: Command, incoming: bool, dataset_present: bool | None = None) -> str:
     """A DCMTK-style multi-line dump of a message (logged at INFO/DEBUG)."""
     lines = [
@@ -236,15 +237,9 @@ def dump(command: Command, incoming: bool, dataset_present: bool | None = None) 
     if "MessageIDBeingRespondedTo" in command:
         lines.append(f"Message ID Being Responded To : {command['MessageIDBeingRespondedTo']}")
     if "AffectedSOPClassUID" in command:
-        lines.append("Affected SOP Class UID        : " + uid_name(command["AffectedSOPClassUID"]))
+        lines.append("Affected SOP Class UID        : " + uids.dcmtk_name(command["AffectedSOPClassUID"]))
     if "AffectedSOPInstanceUID" in command:
         lines.append("Affected SOP Instance UID     : " + command["AffectedSOPInstanceUID"])
-    if "MoveDestination" in command:
-        lines.append("Move Destination              : " + command["MoveDestination"])
-    if "MoveOriginatorApplicationEntityTitle" in command:
-        lines.append("Move Originator AE Title      : " + command["MoveOriginatorApplicationEntityTitle"])
-    if "MoveOriginatorMessageID" in command:
-        lines.append(f"Move Originator ID            : {command['MoveOriginatorMessageID']}")
     for keyword, label in (("NumberOfRemainingSuboperations", "Remaining Suboperations       : "),
                            ("NumberOfCompletedSuboperations", "Completed Suboperations       : "),
                            ("NumberOfFailedSuboperations", "Failed Suboperations          : "),
@@ -255,6 +250,12 @@ def dump(command: Command, incoming: bool, dataset_present: bool | None = None) 
     lines.append("Data Set                      : " + ("present" if present else "none"))
     if "Priority" in command:
         lines.append("Priority                      : " + {0: "medium", 1: "high", 2: "low"}.get(command["Priority"], "unknown"))
+    if "MoveDestination" in command:
+        lines.append("Move Destination              : " + command["MoveDestination"])
+    if "MoveOriginatorApplicationEntityTitle" in command:
+        lines.append("Move Originator AE Title      : " + command["MoveOriginatorApplicationEntityTitle"])
+    if "MoveOriginatorMessageID" in command:
+        lines.append(f"Move Originator ID            : {command['MoveOriginatorMessageID']}")
     if "Status" in command:
         lines.append("DIMSE Status                  : " + status_text(command["CommandField"], command["Status"]))
     lines.append("======================= END DIMSE MESSAGE =======================")

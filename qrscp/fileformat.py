@@ -196,14 +196,18 @@ def _swap(data: bytes, width: int) -> bytes:
 # The element tree
 
 @dataclass
-class _Element:
-    """One data element; binary values are held in little endian byte order."""
+class Element:
+    """One data element as parsed (:func:`parse_dataset`); binary values are held in little endian byte
+    order. ``length`` is the encoded length of a sequence and ``item_lengths`` those of its items (None:
+    undefined length); of any other element, ``len(value)``."""
 
     tag: int
     vr: str
     value: bytes = b""
-    items: list[list[_Element]] | None = None   # SQ: the items' elements
-    fragments: list[bytes] | None = None         # encapsulated pixel data: offset table and fragments
+    items: list[list[Element]] | None = None    # SQ: the items' elements
+    fragments: list[bytes] | None = None        # encapsulated pixel data: offset table and fragments
+    length: int | None = None                   # SQ only
+    item_lengths: list[int | None] | None = None  # SQ only
 
 
 def _implicit_vr(tag: int, creators: dict[int, str]) -> str:
@@ -227,14 +231,14 @@ def _implicit_vr(tag: int, creators: dict[int, str]) -> str:
         return "UN"
 
 
-def _us_value(elements: list[_Element], tag: int) -> int | None:
+def _us_value(elements: list[Element], tag: int) -> int | None:
     for element in elements:
         if element.tag == tag and len(element.value) >= 2:
             return struct.unpack_from("<H", element.value)[0]
     return None
 
 
-def _resolve_ambiguous_vrs(elements: list[_Element]) -> None:
+def _resolve_ambiguous_vrs(elements: list[Element]) -> None:
     """Give the elements of one data set read in implicit VR the VR DCMTK gives them."""
     pixel_representation = _us_value(elements, PIXEL_REPRESENTATION)
     waveform_bits = _us_value(elements, WAVEFORM_BITS_ALLOCATED)
@@ -253,7 +257,7 @@ def _resolve_ambiguous_vrs(elements: list[_Element]) -> None:
 
 
 class _Parser:
-    """Parses an encoded data set into ``_Element`` lists, strictly within the buffer's bounds."""
+    """Parses an encoded data set into ``Element`` lists, strictly within the buffer's bounds."""
 
     def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
         self.buffer = memoryview(data)
@@ -269,14 +273,14 @@ class _Parser:
         return (group << 16) | element, length
 
     def dataset(self, pos: int, end: int, in_item: bool = False, implicit: bool | None = None,
-                stop_after: int | None = None) -> tuple[list[_Element], int]:
+                stop_after: int | None = None) -> tuple[list[Element], int]:
         """The elements from ``pos`` up to ``end`` or, ``in_item``, an item delimitation item.
 
         Returns the elements in tag order and the position after them. ``stop_after`` ends the data set
         before the first element whose tag is greater.
         """
         implicit = self.implicit if implicit is None else implicit
-        elements: dict[int, _Element] = {}
+        elements: dict[int, Element] = {}
         creators: dict[int, str] = {}
         while pos < end:
             tag, length = self._header(pos, end)
@@ -306,57 +310,62 @@ class _Parser:
         return self._finish(elements, implicit), pos
 
     @staticmethod
-    def _finish(elements: dict[int, _Element], implicit: bool) -> list[_Element]:
+    def _finish(elements: dict[int, Element], implicit: bool) -> list[Element]:
         ordered = [elements[tag] for tag in sorted(elements)]
         if implicit:
             _resolve_ambiguous_vrs(ordered)
         return ordered
 
     def _value(self, tag: int, vr: str, length: int, pos: int, end: int,
-               implicit: bool) -> tuple[_Element, int]:
+               implicit: bool) -> tuple[Element, int]:
         """The element whose value starts at ``pos``, and the position after it."""
         if length == UNDEFINED_LENGTH:
             if tag == PIXEL_DATA and vr in ("OB", "OW", "OB or OW", "UN"):
                 fragments, pos = self._fragments(pos, end)
-                return _Element(tag, "OB", fragments=fragments), pos
+                return Element(tag, "OB", fragments=fragments), pos
             if vr in ("SQ", "UN") or implicit:   # UN: implicit VR little endian (CP-246)
-                items, pos = self._items(pos, None, end, implicit or vr == "UN")
-                return _Element(tag, "SQ", items=items), pos
+                items, lengths, pos = self._items(pos, None, end, implicit or vr == "UN")
+                return Element(tag, "SQ", items=items, item_lengths=lengths), pos
             raise ValueError(f"undefined length for ({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}")
         if length > end - pos:
             raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) of length {length} exceeds the data set")
         if vr == "SQ":
             try:
-                items, _ = self._items(pos, pos + length, pos + length, implicit)
+                items, lengths, _ = self._items(pos, pos + length, pos + length, implicit)
             except ValueError:
                 if not (implicit and tag >> 16 & 1):
                     raise
-                return _Element(tag, "UN", bytes(self.buffer[pos:pos + length])), pos + length  # not a SQ
-            return _Element(tag, "SQ", items=items), pos + length
+                return Element(tag, "UN", bytes(self.buffer[pos:pos + length])), pos + length  # not a SQ
+            return Element(tag, "SQ", items=items, length=length, item_lengths=lengths), pos + length
         value = bytes(self.buffer[pos:pos + length])
         if not self.little and vr in _SWAP_WIDTH:
             value = _swap(value, _SWAP_WIDTH[vr])
-        return _Element(tag, vr, value), pos + length
+        return Element(tag, vr, value), pos + length
 
-    def _items(self, pos: int, stop: int | None, end: int, implicit: bool) -> tuple[list[list[_Element]], int]:
-        """The items of a sequence up to ``stop`` or, if None, its sequence delimitation item."""
+    def _items(self, pos: int, stop: int | None, end: int,
+               implicit: bool) -> tuple[list[list[Element]], list[int | None], int]:
+        """The items of a sequence up to ``stop`` or, if None, its sequence delimitation item, and their
+        lengths (None: undefined)."""
         items = []
+        lengths: list[int | None] = []
         while stop is None or pos < stop:
             tag, length = self._header(pos, end)
             pos += 8
             if tag == SEQUENCE_DELIMITATION and stop is None:
-                return items, pos
+                return items, lengths, pos
             if tag != ITEM:
                 raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) in a sequence at offset {pos - 8}")
             if length == UNDEFINED_LENGTH:
                 elements, pos = self.dataset(pos, end, in_item=True, implicit=implicit)
+                lengths.append(None)
             else:
                 if length > end - pos:
                     raise ValueError(f"item of length {length} exceeds its sequence at offset {pos - 8}")
                 elements, _ = self.dataset(pos, pos + length, implicit=implicit)
                 pos += length
+                lengths.append(length)
             items.append(elements)
-        return items, pos
+        return items, lengths, pos
 
     def _fragments(self, pos: int, end: int) -> tuple[list[bytes], int]:
         """The items of encapsulated pixel data up to its sequence delimitation item."""
@@ -387,8 +396,9 @@ def check_dataset(data: bytes, implicit: bool, little: bool) -> None:
         raise ValueError("data set nested too deeply") from None
 
 
-def _decode(data: bytes, transfer_syntax: str) -> list[_Element]:
-    """The top-level elements of a data set encoded in ``transfer_syntax``."""
+def parse_dataset(data: bytes, transfer_syntax: str) -> list[Element]:
+    """The top-level elements of a data set encoded in ``transfer_syntax``, in tag order (ValueError if
+    it does not parse)."""
     if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
         data = _inflate(data)
     implicit, little = _ENCODINGS.get(transfer_syntax, _ENCAPSULATED_ENCODING)
@@ -415,7 +425,7 @@ class _Writer:
         self.implicit, self.little = _ENCODINGS.get(transfer_syntax, _ENCAPSULATED_ENCODING)
         self.endian = "<" if self.little else ">"
 
-    def encode(self, elements: list[_Element], meta_length: int) -> bytes:
+    def encode(self, elements: list[Element], meta_length: int) -> bytes:
         """The data set ``elements``; with file padding, ``meta_length`` bytes precede it in the file."""
         data = self._dataset(elements, self.file_pad, meta_length)
         if self.transfer_syntax != uids.DEFLATED_EXPLICIT_VR_LE:
@@ -423,7 +433,7 @@ class _Writer:
         deflater = zlib.compressobj(self.compression_level, zlib.DEFLATED, -zlib.MAX_WBITS)
         return deflater.compress(data) + deflater.flush()
 
-    def _dataset(self, elements: list[_Element], pad_unit: int, preceding: int) -> bytes:
+    def _dataset(self, elements: list[Element], pad_unit: int, preceding: int) -> bytes:
         """One data set or item content: group lengths, then padding to a multiple of ``pad_unit``."""
         present_lengths = set()
         encoded: list[tuple[int, bytes]] = []
@@ -479,7 +489,7 @@ class _Writer:
             return header + content
         return header + content + struct.pack(self.endian + "HHL", 0xFFFE, delimiter & 0xFFFF, 0)
 
-    def _element(self, element: _Element) -> bytes:
+    def _element(self, element: Element) -> bytes:
         if element.items is not None:
             content = b"".join(self._delimited(ITEM, "", self._dataset(item, self.item_pad, 0), ITEM_DELIMITATION)
                                for item in element.items)
@@ -516,7 +526,7 @@ def convert_dataset(data: bytes, received_ts: str, fmt: OutputFormat, meta_lengt
                      strip_padding=not odd_padding,     # DCMTK leaves padding alone if an alignment is odd
                      padding=None if odd_padding else fmt.padding, enable_new_vr=fmt.enable_new_vr,
                      compression_level=fmt.compression_level)
-    return writer.encode(_decode(data, received_ts), meta_length), target
+    return writer.encode(parse_dataset(data, received_ts), meta_length), target
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -679,13 +689,13 @@ def dataset_for_transfer(stored: StoredFile, data: bytes, target_ts: str) -> byt
     impossible = f"cannot convert {_syntax_name(stored.transfer_syntax)} to {_syntax_name(target_ts)}"
     if not is_uncompressed(target_ts):
         raise ValueError(impossible)
-    elements = _decode(data, stored.transfer_syntax)
+    elements = parse_dataset(data, stored.transfer_syntax)
     if not is_uncompressed(stored.transfer_syntax) and _has_encapsulated_data(elements):
         raise ValueError(impossible)
     return _Writer(target_ts, strip_padding=False).encode(elements, 0)
 
 
-def _has_encapsulated_data(elements: list[_Element]) -> bool:
+def _has_encapsulated_data(elements: list[Element]) -> bool:
     return any(element.fragments is not None
                or (element.items is not None and any(map(_has_encapsulated_data, element.items)))
                for element in elements)

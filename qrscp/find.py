@@ -11,7 +11,7 @@ from typing import Iterator
 
 from pydicom.dataset import Dataset
 
-from qrscp import datasets, dimse, log, matching
+from qrscp import datasetdump, datasets, dimse, log, matching
 from qrscp.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
 
 LOG = log.get_logger(log.DB)
@@ -31,7 +31,7 @@ def find_responses(session, identifier: Dataset, sop_class_uid: str) -> Iterator
     except matching.QueryError as error:
         if error.log_level is not None:
             LOG.log(error.log_level, "%s", error)
-        LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_name(error.status))
+        LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_name(dimse.C_FIND_RQ, error.status))
         yield error.status, None
         return
     retrieve_ae_title = session.association.called_ae_title
@@ -56,17 +56,17 @@ def handle_find(session, context_id: int, request: dimse.Command) -> None:
         responses: Iterator[tuple[int, Dataset | None]] = iter([(UNABLE_TO_PROCESS, None)])
     else:
         if LOG.isEnabledFor(logging.INFO):
-            LOG.info("Find SCP Request Identifiers:\n%s", datasets.dump(identifier))
+            LOG.info("Find SCP Request Identifiers:\n%s", datasetdump.dump(data, context.transfer_syntax))
         responses = find_responses(session, identifier, request.get("AffectedSOPClassUID", ""))
     for number, (status, response_identifier) in enumerate(responses, start=1):
         if association.cancel_requested(message_id):
             status, response_identifier = CANCEL, None
-        LOG.info("Find SCP Response %d [status: %s]", number, dimse.status_category(status))
+        LOG.info("Find SCP Response %d [status: %s]", number, dimse.status_name(dimse.C_FIND_RQ, status))
         dataset = None
         if response_identifier is not None:
-            if LOG.isEnabledFor(logging.DEBUG):
-                LOG.debug("Find SCP Response Identifiers:\n%s", datasets.dump(response_identifier))
             dataset = datasets.encode_identifier(response_identifier, context.transfer_syntax)
+            if LOG.isEnabledFor(logging.DEBUG):
+                LOG.debug("Find SCP Response Identifiers:\n%s", datasetdump.dump(dataset, context.transfer_syntax))
         session.send(context_id, dimse.response(request, status), dataset)
         if status != PENDING:
             return

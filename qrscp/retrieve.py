@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from qrscp import acse, datasets, dimse, fileformat, locking, log, matching, uids
+from qrscp import acse, datasetdump, datasets, dimse, fileformat, locking, log, matching, uids
 from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
 from qrscp.pdu import PresentationContextRQ
 from qrscp.status import (CANCEL, MOVE_DESTINATION_UNKNOWN, OUT_OF_RESOURCES_SUB_OPERATIONS, PENDING,
@@ -218,7 +218,7 @@ class Retrieval:
             status = None
         if status is not None:
             LOG.info("%s SCP: Received Store SCU RSP [Status=%s]", self.sender.label,
-                     dimse.status_category(status))
+                     dimse.status_name(dimse.C_STORE_RQ, status))
         if status == SUCCESS:
             self.completed += 1
         elif status is not None and (status in _WARNING_STATUSES or 0xB000 <= status <= 0xBFFF):
@@ -265,7 +265,11 @@ def _match(session, request: dimse.Command, identifier: Dataset, models: dict) -
     except matching.QueryError as error:
         if error.log_level is not None:
             LOG.log(error.log_level, "%s", error)
-        LOG.error("moveSCP: Database: startMoveRequest Failed (%s):", dimse.status_name(error.status))
+        name = dimse.status_name(request["CommandField"], error.status)
+        if request["CommandField"] == dimse.C_GET_RQ:   # the reference's getSCP adds its condition text
+            LOG.error("getSCP: Database: startMoveRequest Failed (%s): 000c:0001 Index database error", name)
+        else:
+            LOG.error("moveSCP: Database: startMoveRequest Failed (%s):", name)
         return error.status
     fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))
     columns = session.area.read_columns(fields)
@@ -275,14 +279,18 @@ def _match(session, request: dimse.Command, identifier: Dataset, models: dict) -
             for row in matching.retrieve_matches(query, columns)]
 
 
-def _receive_identifier(session, context_id: int) -> Dataset | None:
+def _receive_identifier(session, context_id: int, label: str) -> Dataset | None:
     association = session.association
     data = association.receive_dataset_bytes(context_id, session.options.dimse_timeout)
+    transfer_syntax = association.contexts[context_id].transfer_syntax
     try:
-        return datasets.decode_identifier(data, association.contexts[context_id].transfer_syntax)
+        identifier = datasets.decode_identifier(data, transfer_syntax)
     except ValueError as error:
         LOG.error("retrieveSCP: %s", error)
         return None
+    if LOG.isEnabledFor(logging.INFO):
+        LOG.info("%s SCP Request Identifiers:\n%s", label, datasetdump.dump(data, transfer_syntax))
+    return identifier
 
 
 def _move_destination(session, destination: str):
@@ -368,7 +376,7 @@ def _final(session, context_id: int, request: dimse.Command, status: int, retrie
     if retrieval.failed_uids and status not in (SUCCESS, PENDING):
         dataset = datasets.encode_identifier(_failed_list(retrieval.failed_uids),
                                              session.association.contexts[context_id].transfer_syntax)
-    LOG.info("%s SCP Response %d [status: %s]", label, number, dimse.status_category(status))
+    LOG.info("%s SCP Response %d [status: %s]", label, number, dimse.status_name(request["CommandField"], status))
     session.send(context_id, dimse.response(request, status, **fields), dataset)
 
 
@@ -376,7 +384,7 @@ def _start(session, context_id: int, request: dimse.Command, label: str, models:
     """The instances a C-MOVE/C-GET selects; None when it was refused (its final response is sent)."""
     if LOG.isEnabledFor(logging.INFO):
         LOG.info("Received %s SCP:\n%s", label, dimse.dump(request, incoming=True))
-    identifier = _receive_identifier(session, context_id)
+    identifier = _receive_identifier(session, context_id, label)
     matched = UNABLE_TO_PROCESS if identifier is None else _match(session, request, identifier, models)
     if isinstance(matched, int):
         _final(session, context_id, request, matched, None, 1, label)

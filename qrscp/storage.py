@@ -155,7 +155,8 @@ def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, s
         try:
             area.register(path, sop_class_uid, values)
         except DatabaseError as error:
-            LOG.error("storeSCP: Database: storeRequest Failed (%s): %s", error.status_text, error)
+            LOG.error("storeSCP: Database: storeRequest Failed (%s): %s",
+                      dimse.status_name(dimse.C_STORE_RQ, error.status), error)
             raise StoreFailed(error.status, str(error)) from error
         stored = True
         return SUCCESS

@@ -1,7 +1,8 @@
 """The UIDs qrscp speaks: transfer syntaxes, services, and the storage SOP classes of the reference.
 
 The storage table (``storage_sop_classes.tsv``, from DCMTK 3.6.7's ``dcuid.cc``) says which SOP classes
-the reference accepts and the file-name prefix of each. (Its column of the classes the reference proposes
+the reference accepts and the file-name prefix of each; ``dcmtk_uid_names.tsv`` holds DCMTK's names of
+UIDs (in message dumps, and in ``-xf`` profiles instead of UIDs). (Its column of the classes the reference proposes
 on C-MOVE sub-associations is not used: qrscp proposes the SOP classes of the matched instances.)
 """
 from __future__ import annotations
@@ -62,6 +63,21 @@ def _read_storage_table() -> tuple[dict[str, str], frozenset[str]]:
 
 #: SOP class UID -> file-name prefix (``dcmSOPClassUIDToModality``); unknown classes use ``XX``.
 FILE_PREFIXES, STORAGE_SOP_CLASSES = _read_storage_table()
+
+
+def _read_names() -> dict[str, str]:
+    text = resources.files("qrscp").joinpath("dcmtk_uid_names.tsv").read_text()
+    return dict(csv.reader((line for line in text.splitlines() if not line.startswith("#")), delimiter="\t"))
+
+
+#: DCMTK's name of a UID -> the UID (``VerificationSOPClass``, ``FINDStudyRootQueryRetrieveInformationModel``).
+UID_BY_DCMTK_NAME = _read_names()
+_DCMTK_NAME_BY_UID = {uid: name for name, uid in UID_BY_DCMTK_NAME.items()}
+
+
+def dcmtk_name(uid: str) -> str:
+    """DCMTK's name of ``uid`` as its message dumps show it, else the UID itself."""
+    return _DCMTK_NAME_BY_UID.get(uid, uid)
 
 
 def file_prefix(sop_class_uid: str) -> str:

@@ -23,6 +23,7 @@ from corpus import make_ct, write_instance
 from qrscp import assocconfig, pdu
 from qrscp.assocconfig import (AssocConfigError, Profile, RoleAnswer, accepted_role, accepted_transfer_syntax,
                                load_profiles)
+from qrscp.uids import UID_BY_DCMTK_NAME
 
 LEI = "1.2.840.10008.1.2"
 LEE = "1.2.840.10008.1.2.1"
@@ -422,7 +423,7 @@ def test_dcmtk_names_are_not_pydicom_keywords():
     assert resolve("RETIRED_UltrasoundImageStorage") == "1.2.840.10008.5.1.4.1.1.6"
     assert resolve("FINDModalityWorklistInformationModel") == WORKLIST_FIND
     assert resolve("SRI24FrameOfReferenc") == "1.2.840.10008.1.4.4.1"  # DCMTK's typo
-    assert len(assocconfig._UID_BY_NAME) == 436
+    assert len(UID_BY_DCMTK_NAME) == 436
 
 
 LIBDCMDATA = Path("/usr/lib/x86_64-linux-gnu/libdcmdata.so.17")
@@ -437,7 +438,7 @@ def test_name_table_is_dcmtks():
     uid_from_name.restype = name_of_uid.restype = ctypes.c_char_p
     uid_from_name.argtypes = [ctypes.c_char_p]
     name_of_uid.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    table = assocconfig._UID_BY_NAME
+    table = UID_BY_DCMTK_NAME
     assert {name: uid_from_name(name.encode()).decode() for name in table} == table
     uids = set(re.findall(rb"(?<=\0)[0-9]+(?:\.[0-9]+)+(?=\0)", LIBDCMDATA.read_bytes()))
     named = {name_of_uid(uid, None).decode(): uid.decode() for uid in uids if name_of_uid(uid, None)}

@@ -220,7 +220,7 @@ def test_an_image_larger_than_the_study_limit_is_refused_and_changes_nothing(tmp
     before = (tmp_path / "index.dat").read_bytes()
     with pytest.raises(QuotaExceeded) as refused:
         store(area, b"1.2.3.1", padding=3000)
-    assert refused.value.status_text == "Refused: OutOfResources"
+    assert refused.value.status == 0xA700
     assert (tmp_path / "index.dat").read_bytes() == before and os.path.exists(kept)
 
 

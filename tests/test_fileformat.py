@@ -361,7 +361,7 @@ def test_string_values_are_written_as_dcmtk_does():
                        (0x00080050, "SH", b"    "), (0x00080070, "LO", b"ABC"), (0x00080080, "LO", b"AB  "),
                        (0x00100010, "PN", b"A^B "), (0x00101010, "AS", b"A\0"))
     converted, _ = convert_dataset(data, LEE, OutputFormat(write_xfer=LEI))
-    elements = {e.tag: e.value for e in fileformat._decode(converted, LEI)}
+    elements = {e.tag: e.value for e in fileformat.parse_dataset(converted, LEI)}
     assert elements == {0x00080016: SC_IMAGE.encode() + b"\0", 0x00080018: b"1.2.3\0", 0x00080050: b"",
                         0x00080070: b"ABC\0", 0x00080080: b"AB", 0x00100010: b"A^B ", 0x00101010: b"A\0"}
 
@@ -369,7 +369,7 @@ def test_string_values_are_written_as_dcmtk_does():
 def test_elements_are_sorted_and_a_repeated_tag_keeps_the_first():
     data = explicit_le((0x00100010, "PN", b"FIRST "), *SOP_UIDS, (0x00100010, "PN", b"SECOND"))
     converted, _ = convert_dataset(data, LEE, OutputFormat(write_xfer=LEI))
-    assert [(e.tag, e.value) for e in fileformat._decode(converted, LEI)] == [
+    assert [(e.tag, e.value) for e in fileformat.parse_dataset(converted, LEI)] == [
         (0x00080016, SC_IMAGE.encode() + b"\0"), (0x00080018, b"1.2.3.4\0"), (0x00100010, b"FIRST ")]
 
 

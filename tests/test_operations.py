@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 from conftest import ROOT, Server, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_ct, write_instance
@@ -248,3 +250,80 @@ def test_message_dumps_name_statuses_as_dcmtk(tmp_path: Path) -> None:
     ours = _dumped_statuses(tmp_path, "qrscp", stored)
     assert ours == _dumped_statuses(tmp_path, "dcmtk", stored)
     assert "D: DIMSE Status                  : 0xa801: Refused: Move Destination unknown" in ours
+
+
+# --- the -v log, line for line ----------------------------------------------------------------------------
+
+#: Lines only one of the servers writes, by design: qrscp's summary line (issue 7), DCMTK's line for each
+#: child process it reaps (qrscp's workers serve many associations, README difference 24).
+_OWN_LINES = re.compile(r"I: (Association Summary|Cleaned up after child) ")
+
+
+def _pydicom_find(port: int) -> None:
+    """A C-FIND whose identifier DCMTK's findscu cannot write: implicit VR, sequences with an empty item,
+    a private element, UTF-8, an AT value."""
+    identifier = Dataset()
+    identifier.SpecificCharacterSet = "ISO_IR 192"
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = ""
+    identifier.PatientName = "Müller"
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = MRImageStorage, "1.2.3.4"
+    identifier.ReferencedStudySequence = [item, Dataset()]
+    identifier.ReferencedPatientSequence = []
+    identifier.add_new(0x00090010, "LO", "PRIV")
+    identifier.add_new(0x00091001, "LO", "x")
+    identifier.add_new(0x00209165, "AT", [0x00100020, 0x0020000D])
+    ae = AE(ae_title="PYFIND")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian)
+    association = ae.associate("127.0.0.1", port, ae_title="QRSCP")
+    assert association.is_established
+    statuses = [status.Status for status, _ in association.send_c_find(identifier,
+                                                                      StudyRootQueryRetrieveInformationModelFind)]
+    association.release()
+    assert statuses == [0x0000]
+
+
+def _verbose_log(tmp_path: Path, kind: str, files: list[Path]) -> list[str]:
+    """The ``-v`` log of a server of ``kind`` for echoes, stores, queries and retrieves, from the first
+    association on (the start-up port probe is not part of it), with times and file names blanked."""
+    directory = tmp_path / kind
+    (directory / "area").mkdir(parents=True)
+    with storescp(directory / "dest") as dest_port:
+        config = simple_config({"QRSCP": f"{directory / 'area'} RW (200, 1024mb) ANY"},
+                               host_table=f"DEST = (DEST, 127.0.0.1, {dest_port})")
+        with Server(directory, config, "-v", dcmtk_server=kind == "dcmtk") as server:
+            port = str(server.port)
+            assert echoscu(server.port).returncode == 0
+            assert run_dcmtk("storescu", "-aec", "QRSCP", "127.0.0.1", port, *map(str, files)).returncode == 0
+            study = "StudyInstanceUID=1.2.826.0.1.3680043.8.498.88"
+            for keys in (("-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName"),
+                         ("-P", "QueryRetrieveLevel=PATIENT", "PatientID"),
+                         ("-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName=" + "A" * 70,
+                          "StudyDescription=" + "B" * 39, "ModalitiesInStudy=CT\\MR", "SpecificCharacterSet=ISO_IR 100",
+                          "(0008,1110)[0].(0008,1150)=1.2.840.10008.5.1.4.1.1.2", "(0008,1110)[1].(0008,1155)=1.2.3",
+                          "(0008,1111)", "(0020,1206)=5", "(0028,0010)=512")):
+                arguments = [keys[0], *(arg for key in keys[1:] for arg in ("-k", key))]
+                assert run_dcmtk("findscu", "-aec", "QRSCP", *arguments, "127.0.0.1", port).returncode == 0
+            _pydicom_find(server.port)
+            for destination in ("DEST", "NOWHERE"):
+                movescu(server.port, "-S", ("QueryRetrieveLevel=STUDY", study), destination=destination)
+            getscu(server.port, "-S", ("QueryRetrieveLevel=STUDY", study), directory / "got")
+            assert echoscu(server.port, called="NOBODY").returncode != 0
+            log = server.wait_for_log("Association Received (localhost:ECHOSCU -> NOBODY)")
+    log = log[log.index("I: Association Received (localhost:ECHOSCU"):]
+    blanked = re.sub(r"\b(CT|MR)_[0-9a-f]{16}\b", "FILE", log)
+    return [line for line in blanked.splitlines() if not _OWN_LINES.match(line)]
+
+
+def test_verbose_log_as_dcmtk(tmp_path: Path) -> None:
+    """At ``-v`` qrscp writes DCMTK's log lines: message dumps with DCMTK's UID names, the request
+    identifiers as ``DcmDataset::print`` shows them (sequences, items, private and UTF-8 values), the
+    response statuses as DCMTK names them."""
+    files = [write_instance(make_ct(StudyInstanceUID="1.2.826.0.1.3680043.8.498.88",
+                                    SOPInstanceUID=f"1.2.826.0.1.3680043.8.498.88.1.{n}"), tmp_path / f"ct{n}.dcm")
+             for n in (1, 2)]
+    ours = _verbose_log(tmp_path, "qrscp", files)
+    assert ours == _verbose_log(tmp_path, "dcmtk", files)
+    assert "I: Affected SOP Class UID        : FINDStudyRootQueryRetrieveInformationModel" in ours
+    assert "I: Move SCP Response 1 [status: Refused: MoveDestinationUnknown]" in ours
