@@ -339,7 +339,11 @@ def _open_sub_association(session, destination: str, peer, instances: list[Insta
             acse_timeout=options.acse_timeout,
             roles=session.server.outgoing_profile.roles if session.server.outgoing_profile else None)
     except (OSError, acse.AssociationRejected, acse.AssociationFailed) as error:
-        LOG.error("moveSCP: Sub-Association Request Failed: %s", error)
+        if isinstance(error, OSError) and error.strerror:   # as DCMTK words a failed connect
+            LOG.error("moveSCP: Sub-Association Request Failed: 0006:031c TCP Initialization Error: %s",
+                      error.strerror)
+        else:
+            LOG.error("moveSCP: Sub-Association Request Failed: %s", error)
         return None
 
 

@@ -639,6 +639,9 @@ def test_echo_right_after_a_failed_move(tmp_path: Path, area: Path, destination:
         assert association.is_established
     assert statuses == [status]
     assert echo.returncode == 0, echo.stderr.decode()
+    if destination == "DOWN":   # logged in DCMTK's words
+        assert ("E: moveSCP: Sub-Association Request Failed: 0006:031c TCP Initialization Error: Connection refused"
+                in server.log)
 
 
 # --- transfer syntaxes -----------------------------------------------------------------------------------
