@@ -16,7 +16,12 @@ MAX_ASSOCIATE_PDU = 1 << 20
 
 
 class TransportClosed(Exception):
-    """The peer closed the connection (or it broke) before a complete PDU arrived."""
+    """The peer closed the connection (or it broke) before a complete PDU arrived; ``partial`` when part
+    of that PDU had arrived (else the connection ended between two PDUs)."""
+
+    def __init__(self, partial: bool = False) -> None:
+        super().__init__("connection closed by peer" + (" in the middle of a PDU" if partial else ""))
+        self.partial = partial
 
 
 def configure(sock: socket.socket) -> None:
@@ -55,7 +60,7 @@ class Transport:
             while len(buffer) < length:
                 chunk = self.sock.recv(self._CHUNK)
                 if not chunk:
-                    raise TransportClosed("connection closed by peer")
+                    raise TransportClosed()
                 buffer += chunk
         if len(buffer) >= length:
             data = bytes(buffer[:length])
@@ -70,7 +75,7 @@ class Transport:
         while position < length:
             received = self.sock.recv_into(view[position:], length - position)
             if not received:
-                raise TransportClosed("connection closed by peer")
+                raise TransportClosed()
             position += received
         return data  # type: ignore[return-value]  # a bytearray: no copy of a large body
 
@@ -81,13 +86,20 @@ class Transport:
         :class:`TransportClosed` when the connection ends, :class:`TimeoutError` on ``timeout``.
         """
         self._set_timeout(timeout)
-        pdu_type, length = pdu.decode_header(self._read(pdu.HEADER_SIZE))
+        try:
+            header = self._read(pdu.HEADER_SIZE)
+        except TransportClosed:
+            raise TransportClosed(partial=bool(self._buffer)) from None
+        pdu_type, length = pdu.decode_header(header)
         if pdu_type not in pdu.PDU_NAMES:
             raise pdu.PDUError(f"unknown PDU type 0x{pdu_type:02x}")
         limit = max_length if pdu_type == pdu.P_DATA_TF else MAX_ASSOCIATE_PDU
         if length > limit:
             raise pdu.PDUError(f"{pdu.PDU_NAMES[pdu_type]} PDU of {length} bytes exceeds the maximum {limit}")
-        return pdu_type, self._read(length)
+        try:
+            return pdu_type, self._read(length)
+        except TransportClosed:
+            raise TransportClosed(partial=True) from None
 
     def data_waiting(self) -> bool:
         """True if bytes from the peer are buffered or can be read without blocking."""

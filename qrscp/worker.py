@@ -223,8 +223,12 @@ def _dispatch(session: Session) -> None:
             LOG.info("Association Aborted")
             association.transport.close()
             return
-        except transport.TransportClosed:
-            LOG.error("DIMSE Failure (aborting association): connection closed by peer")
+        except transport.TransportClosed as closed:   # as the reference's DUL reports it
+            if closed.partial:
+                LOG.error("DIMSE Failure (aborting association): 0006:020d DIMSE Failed to receive message\n"
+                          "0006:020c DIMSE Read PDV failed\n0006:0310 DUL network closed")
+            else:
+                LOG.info("Association Aborted")
             association.transport.close()
             return
         except (ProtocolError, pdu.PDUError, TimeoutError, OSError) as error:

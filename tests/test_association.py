@@ -325,3 +325,33 @@ def test_single_process_mode_runs_under_pdb(tmp_path):
     finally:  # after a clean stop pdb would restart the program: end the debugger itself
         debugger.kill()
         debugger.wait(20)
+
+
+def _closing_peers_log(tmp_path, kind: str) -> list[str]:
+    """What a server of ``kind`` logs for a peer that closes its connection after the association is
+    established, and for one that closes it in the middle of a PDU."""
+    from qrscp import acse
+    from qrscp.pdu import PresentationContextRQ
+
+    directory = tmp_path / kind
+    (directory / "area").mkdir(parents=True)
+    with Server(directory, simple_config(), "-v", dcmtk_server=kind == "dcmtk") as server:
+        for partial in (b"", b"\x04\x00\x00\x00\x01\x00\x00\x00\x00"):   # nothing; a P-DATA-TF cut short
+            association = acse.request_association(
+                "127.0.0.1", server.port, calling_ae_title="CLOSER", called_ae_title="QRSCP",
+                contexts=[PresentationContextRQ(1, uids.VERIFICATION, [uids.IMPLICIT_VR_LE])],
+                max_receive_pdu=16384, connect_timeout=10, acse_timeout=10)
+            association.transport.send(partial)
+            association.transport.sock.close()
+        log = server.wait_for_log("DUL network closed")
+    log = log[log.index("Association Received (localhost:CLOSER"):]
+    return [line for line in log.splitlines() if "Abort" in line or line.startswith(("E:", "W:"))]
+
+
+def test_a_peer_closing_its_connection_is_logged_as_by_dcmtk(tmp_path):
+    """Between two PDUs it is an abort (``I: Association Aborted``), in the middle of one a DIMSE failure
+    with DCMTK's three condition lines."""
+    ours = _closing_peers_log(tmp_path, "qrscp")
+    assert ours == _closing_peers_log(tmp_path, "dcmtk")
+    assert ours == ["I: Association Aborted", "E: DIMSE Failure (aborting association): 0006:020d DIMSE Failed to "
+                    "receive message", "E: 0006:020c DIMSE Read PDV failed", "E: 0006:0310 DUL network closed"]
