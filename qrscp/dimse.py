@@ -175,6 +175,7 @@ def status_name(command_field: int, status: int) -> str:
     return name or f"Unknown Status: 0x{status:x}"
 
 
+#: The C-MOVE response statuses as dumps name them (C-GET's: the same but two, see _DUMP_STATUS).
 _MOVE_STATUS = {
     0x0000: "Success: Sub-operations complete - No failures or warnings",
     0xFF00: "Pending: Sub-operations are continuing",
