@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 from qrscp import dimse, pdu
 from qrscp.dimse import Command
-from qrscp.transport import Transport
+from qrscp.transport import Transport, TransportClosed
 
 #: The longest command set we accept: real ones are a few hundred bytes.
 MAX_COMMAND_LENGTH = 1 << 16
@@ -50,6 +50,15 @@ class ReleaseRequested(Exception):
 
 class ProtocolError(Exception):
     """The peer broke the protocol: the association must be aborted."""
+
+
+def closed_condition(closed: TransportClosed, reading_command: bool) -> str:
+    """How DCMTK's network layer words a connection the peer closed while a message was being read:
+    a peer abort between two PDUs, a failed read in the middle of one."""
+    if not closed.partial:
+        return "0006:0317 Peer aborted Association (or never connected)"
+    failed_read = "0006:020c DIMSE Read PDV failed\n0006:0310 DUL network closed"
+    return "0006:020d DIMSE Failed to receive message\n" + failed_read if reading_command else failed_read
 
 
 class Association:

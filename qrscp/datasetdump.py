@@ -18,6 +18,7 @@ import struct
 from pydicom.datadict import keyword_for_tag
 
 from qrscp import uids
+from qrscp.datasets import inflate_identifier
 from qrscp.fileformat import Element, parse_dataset
 
 #: DCMTK's names of the transfer syntaxes an identifier can come in.
@@ -36,11 +37,14 @@ _VALUE_WIDTH = 40
 
 
 def dump(data: bytes, transfer_syntax: str) -> str:
-    """The dump of the data set ``data`` encoded in ``transfer_syntax``, framed by empty lines as DCMTK
+    """The dump of the identifier ``data`` encoded in ``transfer_syntax``, framed by empty lines as DCMTK
     logs it; the parser's complaint if it does not parse."""
     try:
-        elements = parse_dataset(data, transfer_syntax)
-    except ValueError as error:
+        if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:   # inflated within the identifiers' bound
+            elements = parse_dataset(inflate_identifier(data), uids.EXPLICIT_VR_LE)
+        else:
+            elements = parse_dataset(data, transfer_syntax)
+    except (ValueError, RecursionError) as error:
         return f"\n# Dicom-Data-Set (does not parse: {error})\n"
     lines = ["", "# Dicom-Data-Set",
              "# Used TransferSyntax: " + _SYNTAX_NAMES.get(transfer_syntax, "Unknown Transfer Syntax")]

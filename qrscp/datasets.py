@@ -28,13 +28,26 @@ def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
     return False, True
 
 
+#: The most a deflated identifier may inflate to.
+MAX_INFLATED_IDENTIFIER = 1 << 24
+
+
+def inflate_identifier(data: bytes) -> bytes:
+    """A deflated identifier, inflated (ValueError if it does not inflate, or to more than 16 MiB)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(data, MAX_INFLATED_IDENTIFIER)
+    except zlib.error as error:
+        raise ValueError(f"identifier does not inflate: {error}") from error
+    if inflater.unconsumed_tail:
+        raise ValueError(f"identifier inflates to more than {MAX_INFLATED_IDENTIFIER} bytes")
+    return inflated
+
+
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     """The identifier ``data`` received on a context with ``transfer_syntax``. Raises ValueError if malformed."""
     if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:
-        try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, 1 << 24)
-        except zlib.error as error:
-            raise ValueError(f"identifier does not inflate: {error}") from error
+        data = inflate_identifier(data)
     implicit, little = _encoding(transfer_syntax)
     check_dataset(data, implicit, little)  # pydicom would accept a truncated identifier
     try:

@@ -630,7 +630,10 @@ def dataset_sop_uids(head: bytes, transfer_syntax: str) -> tuple[str, str]:
             head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, _FIRST_READ)
         except zlib.error as error:
             raise ValueError(f"deflated data set does not inflate: {error}") from error
-    return _top_level_uids(head, transfer_syntax)
+    try:
+        return _top_level_uids(head, transfer_syntax)
+    except RecursionError:
+        raise ValueError("data set nested too deeply") from None
 
 
 def _sop_uids(file: BinaryIO, transfer_syntax: str) -> tuple[str, str]:

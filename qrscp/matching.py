@@ -3,10 +3,9 @@
 The archive hands us its records as columns (one list of raw value bytes per index field, in slot
 order, see ``StorageArea.read_columns``); a query is matched against whole columns at once: each key
 is compiled once into a predicate, the cheapest and most selective keys run first, and only the rows
-that survive are looked at by the next key. The first key is answered from a lookup table of its
-column (trimmed value -> rows): plain values are looked up, other predicates run once per distinct
-value; the table is kept with the columns (``Columns.derived``) for the next queries while the index
-is unchanged.
+that survive are looked at by the next key. From the second search of a column on, while the index is
+unchanged, the first key is answered from a lookup table of that column (trimmed value -> rows, kept
+in ``Columns.derived``): plain values are looked up, other predicates run once per distinct value.
 
 Reference behaviours reproduced here: the 30 keys of DCMTK's ``TbFindAttr`` with their levels; only
 the unique keys of the levels above the query level take part in matching, plus every key of the
@@ -40,7 +39,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import contains, itemgetter, ne, or_
-from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
@@ -441,6 +439,16 @@ def _pick(column: Sequence[bytes], rows: Sequence[int] | None) -> Sequence[bytes
     return itemgetter(*rows)(column) if len(rows) > 1 else [column[n] for n in rows]
 
 
+def _select_from_table(table: dict[bytes, list[int]], matcher: _Matcher) -> list[int]:
+    """Every row whose value matches, from its column's lookup table (no record needs converting): plain
+    values are looked up, another test runs once per distinct value."""
+    if matcher.exact is not None:
+        found = [table[value] for value in matcher.exact if value in table]
+    else:
+        found = list(compress(table.values(), matcher.test(list(table))))
+    return list(found[0]) if len(found) == 1 else sorted(chain.from_iterable(found))
+
+
 class _Scan:
     """The columns of one search, and which records need a character set conversion to be compared."""
 
@@ -454,32 +462,34 @@ class _Scan:
         # record's Specific Character Set (raw) -> its string, for the records compared in UTF-8,
         # in the order of their first records
         self.converted: dict[bytes, str] = {}
-        for raw in self._derive("charsets", lambda: list(dict.fromkeys(self.charsets))):
+        distinct = self.derived.get("charsets")
+        if distinct is None:
+            distinct = self.derived["charsets"] = list(dict.fromkeys(self.charsets))
+        for raw in distinct:
             record = cs.parse_charset(raw)
             if record != request and (cs.needs_utf8_conversion(record) or cs.needs_utf8_conversion(request)):
                 self.converted[raw] = record
 
-    def _derive(self, key: object, build: Callable[[], object]) -> Any:
-        value = self.derived.get(key)
-        if value is None:
-            value = self.derived[key] = build()
-        return value
-
-    def _lookup_table(self, tag: int) -> dict[bytes, list[int]]:
-        """The column of ``tag`` as trimmed value -> its rows, in order."""
-        def build() -> dict[bytes, list[int]]:
-            table: dict[bytes, list[int]] = {}
+    def _lookup_table(self, tag: int) -> dict[bytes, list[int]] | None:
+        """The column of ``tag`` as trimmed value -> its rows, in order; None the first time the column is
+        searched since the index changed (a table costs about three scans: it pays from the second on)."""
+        table = self.derived.get(("lookup", tag))
+        if table is None and self.derived.pop(("searched", tag), False):
+            table = self.derived[("lookup", tag)] = {}
             for row, value in enumerate(self.columns[tag]):
                 table.setdefault(value.strip(_PAD), []).append(row)
-            return table
-        return self._derive(("lookup", tag), build)
+        elif table is None:
+            self.derived[("searched", tag)] = True
+        return table
 
     def select(self, rows: list[int] | None, matcher: _Matcher) -> list[int]:
         """The ``rows`` (None: all) whose value matches, in their order."""
         if matcher.never:
             return []
         if rows is None and not (self.converted and matcher.key.vr in cs.AFFECTED_VRS):
-            return self._select_all(matcher)
+            table = self._lookup_table(matcher.key.tag)
+            if table is not None:
+                return _select_from_table(table, matcher)
         values = _pick(self.columns[matcher.key.tag], rows)
         matches = list(matcher.test(map(bytes.strip, values, repeat(_PAD))))
         if self.converted and matcher.key.vr in cs.AFFECTED_VRS:
@@ -493,16 +503,6 @@ class _Scan:
                     for position, match in zip(positions, test(map(bytes.strip, group, repeat(_PAD)))):
                         matches[position] = match
         return list(compress(range(len(values)) if rows is None else rows, matches))
-
-    def _select_all(self, matcher: _Matcher) -> list[int]:
-        """Every row whose value matches, from the column's lookup table (no record needs converting):
-        plain values are looked up, another test runs once per distinct value."""
-        table = self._lookup_table(matcher.key.tag)
-        if matcher.exact is not None:
-            found = [table[value] for value in matcher.exact if value in table]
-        else:
-            found = list(compress(table.values(), matcher.test(list(table))))
-        return list(found[0]) if len(found) == 1 else sorted(chain.from_iterable(found))
 
     def _compared_values(self, values: Sequence[bytes], record: str, vr: str) -> Sequence[bytes]:
         """``values`` of records in the character set ``record`` as they are compared (UTF-8 if needed).

@@ -11,11 +11,12 @@ import os
 from collections.abc import Callable
 
 from qrscp import dimse, fileformat, log, uids
-from qrscp.association import Association
+from qrscp.association import Association, closed_condition
 from qrscp.database import DatabaseError
 from qrscp.indexvalues import read_index_values
 from qrscp.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_OF_RESOURCES,
                           SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS)
+from qrscp.transport import TransportClosed
 
 LOG = log.get_logger(log.DB)
 
@@ -83,13 +84,15 @@ def _refuse_unknown_class(association: Association, context_id: int, transfer_sy
     head = bytearray()
 
     def keep_head(data: memoryview) -> None:
-        if len(head) < _UNKNOWN_CLASS_HEAD:
-            head.extend(data[:_UNKNOWN_CLASS_HEAD - len(head)])
+        head.extend(data[:_UNKNOWN_CLASS_HEAD + 1 - len(head)])   # one byte more tells that it was cut
 
     _receive(association, context_id, keep_head, options.dimse_timeout)
     try:
-        dataset_class, dataset_instance = fileformat.dataset_sop_uids(bytes(head), transfer_syntax)
+        dataset_class, dataset_instance = fileformat.dataset_sop_uids(bytes(head[:_UNKNOWN_CLASS_HEAD]),
+                                                                      transfer_syntax)
     except ValueError:
+        if len(head) > _UNKNOWN_CLASS_HEAD:   # the UIDs lie beyond what was kept: not checked
+            return SOP_CLASS_NOT_SUPPORTED
         dataset_class = dataset_instance = ""
     return _check_against_request(dataset_class, dataset_instance, request_class, request_instance,
                                   options.uid_padding, "") or SOP_CLASS_NOT_SUPPORTED
@@ -97,26 +100,15 @@ def _refuse_unknown_class(association: Association, context_id: int, transfer_sy
 
 def handle_store(session, context_id: int, request: dimse.Command) -> None:
     """Serve one C-STORE-RQ."""
-    association = session.association
-    options = session.options
-    timeout = options.dimse_timeout
     sop_class_uid = request.get("AffectedSOPClassUID", "")
     sop_instance_uid = request.get("AffectedSOPInstanceUID", "")
     if LOG.isEnabledFor(logging.INFO):
         LOG.info("Received Store SCP:\n%s", dimse.dump(request, incoming=True))
-    context = association.contexts[context_id]
-    status = SUCCESS
-    if options.ignore:
-        _discard(association, context_id, timeout)
-    elif sop_class_uid not in uids.STORAGE_SOP_CLASSES:
-        status = _refuse_unknown_class(association, context_id, context.transfer_syntax, sop_class_uid,
-                                       sop_instance_uid, options)
-    elif not session.entry.writable:
-        _discard(association, context_id, timeout)
-        LOG.warning("storeSCP: storage area of %s is read-only", session.entry.ae_title)
-        status = NOT_AUTHORIZED
-    else:
-        status = _store(session, context_id, context.transfer_syntax, sop_class_uid, sop_instance_uid)
+    try:
+        status = _receive_and_store(session, context_id, sop_class_uid, sop_instance_uid)
+    except TransportClosed as closed:
+        LOG.error("Store SCP Failed: %s", closed_condition(closed, reading_command=False))
+        raise
     response = dimse.response(request, status)
     if status == SUCCESS:
         if LOG.isEnabledFor(logging.INFO):
@@ -124,6 +116,24 @@ def handle_store(session, context_id: int, request: dimse.Command) -> None:
     else:
         LOG.warning("NOTICE: StoreSCP:\n%s", dimse.dump(response, incoming=False, dataset_present=False))
     session.send(context_id, response)
+
+
+def _receive_and_store(session, context_id: int, sop_class_uid: str, sop_instance_uid: str) -> int:
+    """Receive the data set and store it, or drop it where the request is refused; the DIMSE status."""
+    association = session.association
+    options = session.options
+    transfer_syntax = association.contexts[context_id].transfer_syntax
+    if options.ignore:
+        _discard(association, context_id, options.dimse_timeout)
+        return SUCCESS
+    if sop_class_uid not in uids.STORAGE_SOP_CLASSES:
+        return _refuse_unknown_class(association, context_id, transfer_syntax, sop_class_uid, sop_instance_uid,
+                                     options)
+    if not session.entry.writable:
+        _discard(association, context_id, options.dimse_timeout)
+        LOG.warning("storeSCP: storage area of %s is read-only", session.entry.ae_title)
+        return NOT_AUTHORIZED
+    return _store(session, context_id, transfer_syntax, sop_class_uid, sop_instance_uid)
 
 
 def _store(session, context_id: int, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str) -> int:

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Callable
 
 from qrscp import acse, dimse, find, hostaccess, log, pdu, retrieve, storage, transport, verification
-from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested, closed_condition
 from qrscp.assocconfig import Profile
 from qrscp.charset import CharsetPolicy, charset_policy
 from qrscp.config import AEEntry, Config
@@ -202,6 +202,7 @@ def _dispatch(session: Session) -> None:
     association = session.association
     fragment_timeout = session.options.dimse_timeout
     while True:
+        in_service = False
         try:
             context_id, command = association.receive_command(None, fragment_timeout)
             field_ = command["CommandField"]
@@ -214,6 +215,7 @@ def _dispatch(session: Session) -> None:
                 association.abort()
                 return
             session.operations[dimse.MESSAGE_NAMES[field_].split()[0]] += 1
+            in_service = True
             service(session, context_id, command)
         except ReleaseRequested:
             LOG.info("Association Release")
@@ -223,10 +225,10 @@ def _dispatch(session: Session) -> None:
             LOG.info("Association Aborted")
             association.transport.close()
             return
-        except transport.TransportClosed as closed:   # as the reference's DUL reports it
+        except transport.TransportClosed as closed:   # worded as the reference's network layer does
             if closed.partial:
-                LOG.error("DIMSE Failure (aborting association): 0006:020d DIMSE Failed to receive message\n"
-                          "0006:020c DIMSE Read PDV failed\n0006:0310 DUL network closed")
+                LOG.error("DIMSE Failure (aborting association): %s",
+                          closed_condition(closed, reading_command=not in_service))
             else:
                 LOG.info("Association Aborted")
             association.transport.close()

@@ -5,6 +5,7 @@ pynetdicom / raw PDUs where a client must misbehave or inspect a negotiation res
 """
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
@@ -14,7 +15,7 @@ import time
 import psutil
 import pytest
 from pynetdicom import AE, build_role
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import CTImageStorage, Verification
 
 from conftest import Server, echoscu, needs_dcmtk, simple_config
 from qrscp import pdu, uids
@@ -328,30 +329,44 @@ def test_single_process_mode_runs_under_pdb(tmp_path):
 
 
 def _closing_peers_log(tmp_path, kind: str) -> list[str]:
-    """What a server of ``kind`` logs for a peer that closes its connection after the association is
-    established, and for one that closes it in the middle of a PDU."""
-    from qrscp import acse
-    from qrscp.pdu import PresentationContextRQ
+    """What a server of ``kind`` logs for peers that close their connection: after the association is
+    established, in the middle of a PDU, and in the middle of a C-STORE data set (between two PDUs, and
+    in the middle of one)."""
+    from qrscp import acse, dimse
+    from qrscp.pdu import PresentationContextRQ, pdv_header
 
+    command = dimse.encode_command({"CommandField": dimse.C_STORE_RQ, "MessageID": 1, "Priority": 0,
+                                    "AffectedSOPClassUID": CTImageStorage, "AffectedSOPInstanceUID": "1.2.3",
+                                    "CommandDataSetType": dimse.DATASET_PRESENT})
+    store = pdv_header(len(command), 1, 0x03) + command   # P-DATA-TF and PDV headers
+    fragment = b"\x08\x00\x18\x00UI\x04\x001.2\x00"
+    store_fragment = pdv_header(len(fragment), 1, 0x00) + fragment
     directory = tmp_path / kind
     (directory / "area").mkdir(parents=True)
     with Server(directory, simple_config(), "-v", dcmtk_server=kind == "dcmtk") as server:
-        for partial in (b"", b"\x04\x00\x00\x00\x01\x00\x00\x00\x00"):   # nothing; a P-DATA-TF cut short
+        # what each peer sends before it closes, and how many ending lines the log then holds
+        for sent, endings in ((b"", 1), (store_fragment[:9], 2), (store + store_fragment, 3),
+                              (store + store_fragment[:9], 5)):
             association = acse.request_association(
                 "127.0.0.1", server.port, calling_ae_title="CLOSER", called_ae_title="QRSCP",
-                contexts=[PresentationContextRQ(1, uids.VERIFICATION, [uids.IMPLICIT_VR_LE])],
+                contexts=[PresentationContextRQ(1, CTImageStorage, [uids.EXPLICIT_VR_LE])],
                 max_receive_pdu=16384, connect_timeout=10, acse_timeout=10)
-            association.transport.send(partial)
+            association.transport.send(sent)
             association.transport.sock.close()
-        log = server.wait_for_log("DUL network closed")
+            deadline = time.monotonic() + 10   # one after the other, so that the lines come in this order
+            while len(re.findall("Association Aborted|DUL network closed", server.log)) < endings:
+                assert time.monotonic() < deadline, server.log
+                time.sleep(0.05)
+        log = server.log
     log = log[log.index("Association Received (localhost:CLOSER"):]
     return [line for line in log.splitlines() if "Abort" in line or line.startswith(("E:", "W:"))]
 
 
 def test_a_peer_closing_its_connection_is_logged_as_by_dcmtk(tmp_path):
     """Between two PDUs it is an abort (``I: Association Aborted``), in the middle of one a DIMSE failure
-    with DCMTK's three condition lines."""
+    with DCMTK's condition lines; in the middle of a C-STORE data set, ``Store SCP Failed`` comes first."""
     ours = _closing_peers_log(tmp_path, "qrscp")
     assert ours == _closing_peers_log(tmp_path, "dcmtk")
-    assert ours == ["I: Association Aborted", "E: DIMSE Failure (aborting association): 0006:020d DIMSE Failed to "
-                    "receive message", "E: 0006:020c DIMSE Read PDV failed", "E: 0006:0310 DUL network closed"]
+    assert ours[:4] == ["I: Association Aborted", "E: DIMSE Failure (aborting association): 0006:020d DIMSE Failed "
+                        "to receive message", "E: 0006:020c DIMSE Read PDV failed", "E: 0006:0310 DUL network closed"]
+    assert "E: Store SCP Failed: 0006:0317 Peer aborted Association (or never connected)" in ours

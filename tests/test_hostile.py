@@ -1041,3 +1041,33 @@ def test_deflate_bomb_is_bounded(tmp_path: Path) -> None:
         assert_healthy(server, area, [])
     guard.assert_bounded()
     assert status in (ABORT, CANNOT_UNDERSTAND, REFUSED_OUT_OF_RESOURCES)
+
+
+def test_identifier_inflating_beyond_its_bound_and_nested_data_sets_end_nothing(tmp_path: Path) -> None:
+    """At ``-v`` (where identifiers are printed): a deflated C-FIND identifier that inflates past the
+    identifiers' 16 MiB bound, with sequences nested 2,000 deep behind that, and a C-STORE of a SOP class
+    that is no storage class whose data set nests 2,000 deep before its UIDs, get failure statuses; the
+    association and its worker go on."""
+    area = tmp_path / "area"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    padding = struct.pack("<HH2sHL", 0x0009, 0x1001, b"OB", 0, 1 << 24)
+    bomb = (compressor.compress(_STUDY_QUERY + padding) + compressor.compress(bytes(1 << 24))
+            + compressor.compress(nested_sequences(2000)) + compressor.flush())
+    dataset = instance(BRANCH, 14, 1, PixelData=None)
+    deep = nested_sequences(2000, tag=0x00080006) + dataset_bytes(dataset)
+    with Server(tmp_path, simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"}), "-v", "+xd") as server, \
+            RawPeer(server.port, timeout=30) as peer:
+        contexts = peer.establish(associate_rq(contexts={FIND_CONTEXT: uids.STUDY_ROOT_FIND, 1: uids.VERIFICATION,
+                                                         CT_CONTEXT: CTImageStorage},
+                                               transfer_syntaxes=(uids.DEFLATED_EXPLICIT_VR_LE, uids.EXPLICIT_VR_LE)))
+        assert contexts[FIND_CONTEXT] == uids.DEFLATED_EXPLICIT_VR_LE
+        peer.send_message(FIND_CONTEXT, _find(), bomb)
+        assert peer.final_response()[0]["Status"] == CANNOT_UNDERSTAND
+        assert peer.echo_status() == SUCCESS
+        if contexts[CT_CONTEXT] == uids.DEFLATED_EXPLICIT_VR_LE:
+            compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+            deep = compressor.compress(deep) + compressor.flush()
+        peer.send_message(CT_CONTEXT, store_request(dataset, AffectedSOPClassUID="1.2.3"), deep)
+        assert peer.final_response()[0]["Status"] == CANNOT_UNDERSTAND
+        assert peer.echo_status() == SUCCESS
+    assert "identifier inflates to more than 16777216 bytes" in server.log
