@@ -18,7 +18,8 @@ from pynetdicom import AE, build_role
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from conftest import Server, echoscu, needs_dcmtk, simple_config
-from qrscp import pdu, uids
+from qrscp import acse, dimse, pdu, uids
+from qrscp.pdu import PresentationContextRQ, pdv_header
 
 pytestmark = needs_dcmtk
 
@@ -332,9 +333,6 @@ def _closing_peers_log(tmp_path, kind: str) -> list[str]:
     """What a server of ``kind`` logs for peers that close their connection: after the association is
     established, in the middle of a PDU, and in the middle of a C-STORE data set (between two PDUs, and
     in the middle of one)."""
-    from qrscp import acse, dimse
-    from qrscp.pdu import PresentationContextRQ, pdv_header
-
     command = dimse.encode_command({"CommandField": dimse.C_STORE_RQ, "MessageID": 1, "Priority": 0,
                                     "AffectedSOPClassUID": CTImageStorage, "AffectedSOPInstanceUID": "1.2.3",
                                     "CommandDataSetType": dimse.DATASET_PRESENT})

@@ -11,7 +11,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_qrscp
+from conftest import ROOT, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_qrscp, wait_for_port
 from qrscp.config import AEEntry, Config, ConfigFileError, Peer, load, parse
 
 SHIPPED = ROOT / "dcmqrscp.cfg"
@@ -533,15 +532,7 @@ def dcmtk_echo_outcomes(config_path: Path, probes: list[tuple[str, str]]) -> lis
     server = subprocess.Popen([dcmtk("dcmqrscp"), "-c", config_path.name, str(port)], cwd=config_path.parent,
                               env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "dcmqrscp did not start"
-                time.sleep(0.05)
+        wait_for_port(port, timeout=10, process=server)
         outcomes = []
         for called, calling in probes:
             echo = subprocess.run([dcmtk("echoscu"), "-aec", called, "-aet", calling, "127.0.0.1", str(port)],

@@ -7,10 +7,8 @@ compares with the real dcmqrscp on the same records.
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import subprocess
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
-from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk
+from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, wait_for_port
 from qrscp.charset import CharsetPolicy
 from qrscp.database import Columns
 from qrscp.matching import (
@@ -863,14 +861,7 @@ def test_same_answers_as_dcmqrscp(tmp_path):
     server = subprocess.Popen([dcmtk("dcmqrscp"), "-c", str(config)], env=dcmtk_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "dcmqrscp did not start"
-                time.sleep(0.05)
+        wait_for_port(port, timeout=10, process=server)
         ae = AE(ae_title="SCU")
         uids = {model: uid for uid, model in FIND_MODELS.items()}
         for uid in uids.values():
