@@ -1,6 +1,6 @@
 """``python -m qrscp``: the same as the ``dcmqrscp`` console script."""
 import sys
 
-from qrscp.main import main
+from qrscp.cli.dcmqrscp import main
 
 sys.exit(main())

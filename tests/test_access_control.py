@@ -35,7 +35,8 @@ from test_hostile import (
     instance, log_size, store, store_request,
 )
 from test_retrieve import StorageSCP
-from qrscp import pdu, uids
+from qrscp.net import pdu
+from qrscp.dicom import uids
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]
 

@@ -1,4 +1,4 @@
-"""``-xf`` association negotiation profiles (qrscp.assocconfig) against DCMTK 3.6.7's ``dcmqrscp -xf``.
+"""``-xf`` association negotiation profiles (qrscp.config.association_profiles) against DCMTK 3.6.7's ``dcmqrscp -xf``.
 
 Every expected value below was observed with the real ``/usr/bin/dcmqrscp -xf FILE IN OUT`` (Debian
 3.6.7-9~deb12u4): its fatal messages for broken files, and the A-ASSOCIATE-AC it sends for the proposals
@@ -20,10 +20,11 @@ import pytest
 
 from conftest import Server, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, simple_config, run_qrscp
 from corpus import make_ct, write_instance
-from qrscp import assocconfig, pdu
-from qrscp.assocconfig import (AssocConfigError, Profile, RoleAnswer, accepted_role, accepted_transfer_syntax,
+from qrscp.config import association_profiles as assocconfig
+from qrscp.net import pdu
+from qrscp.config.association_profiles import (AssocConfigError, Profile, RoleAnswer, accepted_role, accepted_transfer_syntax,
                                load_profiles)
-from qrscp.uids import UID_BY_DCMTK_NAME
+from qrscp.dicom.uids import UID_BY_DCMTK_NAME
 
 LEI = "1.2.840.10008.1.2"
 LEE = "1.2.840.10008.1.2.1"

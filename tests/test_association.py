@@ -18,8 +18,11 @@ from pynetdicom import AE, build_role
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from conftest import Server, echoscu, needs_dcmtk, simple_config
-from qrscp import acse, dimse, pdu, uids
-from qrscp.pdu import PresentationContextRQ, pdv_header
+from qrscp.net import acse
+from qrscp.net import dimse
+from qrscp.net import pdu
+from qrscp.dicom import uids
+from qrscp.net.pdu import PresentationContextRQ, pdv_header
 
 pytestmark = needs_dcmtk
 
@@ -282,7 +285,7 @@ def test_sigterm_stops_the_supervisor_with_exit_0(tmp_path):
 
 def test_no_worker_left_behind(tmp_path):
     """Workers are reused, so after a burst only the idle pool remains, and no zombie."""
-    from qrscp.supervisor import MAX_IDLE_WORKERS
+    from qrscp.server.supervisor import MAX_IDLE_WORKERS
 
     with Server(tmp_path, simple_config()) as server:
         for _ in range(10):

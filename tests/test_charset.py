@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qrscp.charset import (
+from qrscp.dicom.charset import (
     CANNOT_OPEN,
     ILLEGAL_CHARACTER,
     CharsetError,

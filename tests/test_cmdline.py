@@ -1,4 +1,4 @@
-"""The command-line engine (qrscp.cmdline) and the dcmqrscp/dcmqridx command lines (qrscp.options).
+"""The command-line engine (qrscp.cli.cmdline) and the dcmqrscp/dcmqridx command lines (qrscp.cli.command_lines).
 
 Expected texts were taken from DCMTK 3.6.7's ``/usr/bin/dcmqrscp`` and ``/usr/bin/dcmqridx``; the tests
 marked ``needs_dcmtk`` check that DCMTK still prints exactly them, the others that we do.
@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qrscp import __version__
-from qrscp.cmdline import (LONG_MAX, CommandLine, CommandLineError, ParamMode, ParseStatus, is_option,
+from qrscp.cli.cmdline import (LONG_MAX, CommandLine, CommandLineError, ParamMode, ParseStatus, is_option,
                            scan_signed, scan_unsigned, split_command_file)
-from qrscp.options import DcmqridxOptions, Options, parse_args, parse_dcmqridx_args
+from qrscp.cli.command_lines import DcmqridxOptions, parse_args, parse_dcmqridx_args
+from qrscp.config.options import Options
 
 LEE, BEE, LEI = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -616,7 +617,7 @@ def test_arguments_dcmtk(args: list[str], status: int, listed: list[str] | None,
 
 def test_arguments_through_log_config(workdir: Path, restore_logging, capsys: pytest.CaptureFixture) -> None:
     """With -lc the line goes where the properties file sends it (DCMTK: SimpleLayout on stdout)."""
-    pytest.importorskip("qrscp.logconfig")
+    pytest.importorskip("qrscp.log.log4cplus")
     (workdir / "console.cfg").write_text("log4cplus.rootLogger = INFO, console\n"
                                          "log4cplus.appender.console = log4cplus::ConsoleAppender\n")
     parse_args(["-lc", "console.cfg", "--arguments", "-c", "x"])
@@ -843,7 +844,7 @@ options:
 
 """
 
-#: qrscp's dcmqridx has two more options (qrscp.dcmqridx).
+#: qrscp's dcmqridx has two more options (qrscp.cli.dcmqridx).
 OUR_IDX_HELP = DCMTK_IDX_HELP.replace("""  -n   --not-new     set instance reviewed status to 'not new'
 """, """  -n   --not-new     set instance reviewed status to 'not new'
        --check       check the index: descriptors, records, files
@@ -961,7 +962,7 @@ def test_dcmqridx_options(args: list[str], expected: DcmqridxOptions, workdir: P
 
 # -- as a real process --------------------------------------------------------------------------
 
-_OUR_PROCESS = "import sys; from qrscp.options import parse_args; parse_args(sys.argv[1:])"
+_OUR_PROCESS = "import sys; from qrscp.cli.command_lines import parse_args; parse_args(sys.argv[1:])"
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -1,4 +1,4 @@
-"""The configuration file parser (qrscp.config) and the shipped dcmqrscp.cfg, checked against DCMTK.
+"""The configuration file parser (qrscp.config.config_file) and the shipped dcmqrscp.cfg, checked against DCMTK.
 
 Expected texts are pinned here, so the tests stand without DCMTK; where DCMTK is installed the same files
 are also fed to its dcmqrscp, whose verdict and messages must agree (see ``Case.dcmtk``).
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_qrscp, wait_for_port
-from qrscp.config import AEEntry, Config, ConfigFileError, Peer, load, parse
+from qrscp.config.config_file import AEEntry, Config, ConfigFileError, Peer, load, parse
 
 SHIPPED = ROOT / "dcmqrscp.cfg"
 AE_BEGIN, AE_END = b"AETable BEGIN\n", b"AETable END\n"

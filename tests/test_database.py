@@ -1,4 +1,4 @@
-"""A storage area (qrscp.database): opening, registration with duplicates and quota, concurrency,
+"""A storage area (qrscp.archive.storage_area): opening, registration with duplicates and quota, concurrency,
 crash safety, the acceleration cache and its speed."""
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import pytest
 
 from conftest import dcmtk as dcmtk_path
 from conftest import dcmtk_env, needs_dcmtk, run_dcmtk
-from qrscp import database, index, log
-from qrscp.database import DatabaseError, QuotaExceeded, StorageArea
-from qrscp.indexvalues import read_index_values
+from qrscp import log
+from qrscp.archive import storage_area as database
+from qrscp.archive import index
+from qrscp.archive.storage_area import DatabaseError, QuotaExceeded, StorageArea
+from qrscp.archive.index_values import read_index_values
 from test_index import instance
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"

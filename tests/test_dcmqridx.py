@@ -1,4 +1,4 @@
-"""``dcmqridx`` (qrscp.dcmqridx) against DCMTK's: the same records byte for byte, the same ``-p`` output,
+"""``dcmqridx`` (qrscp.cli.dcmqridx) against DCMTK's: the same records byte for byte, the same ``-p`` output,
 the same messages; plus ``--check`` and ``--repair``."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pydicom.data import get_testdata_files
 
 from conftest import needs_dcmtk, run_dcmtk, run_qrscp
-from qrscp import index
+from qrscp.archive import index
 from test_index import DEFLATED, EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, Encoder, dicom_file, instance, \
     value_rules_dataset
 
@@ -21,7 +21,7 @@ pytestmark = needs_dcmtk
 
 def ours(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run our ``dcmqridx``."""
-    return run_qrscp(*args, module="qrscp.dcmqridx", **kwargs)
+    return run_qrscp(*args, module="qrscp.cli.dcmqridx", **kwargs)
 
 
 def records_by_file(area: Path) -> dict[bytes, bytes]:
@@ -214,7 +214,7 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path):
     assert (piped.returncode, piped.stderr) == (0, b"")
     controller, terminal = pty.openpty()
     try:
-        process = subprocess.run([sys.executable, "-m", "qrscp.dcmqridx", str(tmp_path), *files], cwd=tmp_path,
+        process = subprocess.run([sys.executable, "-m", "qrscp.cli.dcmqridx", str(tmp_path), *files], cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=terminal, timeout=120)
         os.close(terminal)
         shown = b""

@@ -2,7 +2,7 @@
 truncated or destroyed ``index.dat``, a storage area that becomes read-only.
 
 After each fault the server answers a C-ECHO and a C-FIND with the stored data intact, the index passes
-``python -m qrscp.dcmqridx --check`` (every record's file exists and holds its instance; study descriptors
+``python -m qrscp.cli.dcmqridx --check`` (every record's file exists and holds its instance; study descriptors
 agree), no half-written file is indexed, and where a process survives to tell, the client got a failure
 status and the log says what failed. A worker killed with SIGKILL cannot answer: its client sees the
 connection close without a response, which no client takes for success.
@@ -33,8 +33,11 @@ from test_hostile import (
     log_size, query_request, server_processes, store, store_request, worker_serving,
 )
 from test_retrieve import StorageSCP
-from qrscp import dimse, index, pdu, uids
-from qrscp.database import StorageArea
+from qrscp.net import dimse
+from qrscp.archive import index
+from qrscp.net import pdu
+from qrscp.dicom import uids
+from qrscp.archive.storage_area import StorageArea
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -67,8 +70,8 @@ def with_payload(number: int, size: int) -> Dataset:
 
 
 def dcmqridx_check(area: Path) -> subprocess.CompletedProcess:
-    """``python -m qrscp.dcmqridx --check <area>``."""
-    return run_qrscp("--check", str(area), module="qrscp.dcmqridx")
+    """``python -m qrscp.cli.dcmqridx --check <area>``."""
+    return run_qrscp("--check", str(area), module="qrscp.cli.dcmqridx")
 
 
 def assert_checked(area: Path) -> None:
@@ -411,7 +414,7 @@ def test_index_truncated_mid_record(tmp_path: Path) -> None:
         assert not [problem for problem in index_problems(area) if problem.startswith("record")]
         check = dcmqridx_check(area)
         assert check.returncode == 2 and b"study descriptor 0" in check.stdout
-        repair = run_qrscp("--repair", str(area), module="qrscp.dcmqridx")
+        repair = run_qrscp("--repair", str(area), module="qrscp.cli.dcmqridx")
         assert repair.returncode == 0, repair.stderr
         # the cut record's file is complete: --check names it, dcmqridx registers it again
         check = dcmqridx_check(area)
@@ -419,7 +422,7 @@ def test_index_truncated_mid_record(tmp_path: Path) -> None:
         assert len(unindexed) == 1 and check.stdout.decode().splitlines()[:-1] == [
             f"{area / next(iter(unindexed))}: in the area but not in the index (an interrupted store or a lost "
             "record; dcmqridx registers it if it is complete)"]
-        assert run_qrscp(str(area), str(area / unindexed.pop()), module="qrscp.dcmqridx").returncode == 0
+        assert run_qrscp(str(area), str(area / unindexed.pop()), module="qrscp.cli.dcmqridx").returncode == 0
         assert_checked(area)
         expected.append(cut)
         assert_healthy(server, area, expected)
@@ -445,7 +448,7 @@ def test_destroyed_index_header_is_never_written_to(tmp_path: Path) -> None:
         server.wait_for_log("unknown/legacy QRDB database file format", since)
         index_file.unlink()
         files = sorted(str(area / name) for name in image_files(area))
-        assert run_qrscp(str(area), *files, module="qrscp.dcmqridx").returncode == 0
+        assert run_qrscp(str(area), *files, module="qrscp.cli.dcmqridx").returncode == 0
         assert_healthy(server, area, [str(instance(BRANCH, 1, n).SOPInstanceUID) for n in (1, 2, 3)])
 
 

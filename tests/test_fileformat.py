@@ -1,4 +1,4 @@
-"""Stored-file conversions (qrscp.fileformat): the storage output options, reading stored files, and the
+"""Stored-file conversions (qrscp.dicom.fileformat): the storage output options, reading stored files, and the
 retrieve-side transfer-syntax conversion.
 
 Conversions are checked on pydicom's bundled test files, decoded back with pydicom and compared element by
@@ -19,8 +19,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from conftest import needs_dcmtk, run_dcmtk
-from qrscp import fileformat, uids
-from qrscp.fileformat import OutputFormat, StoredFile, convert_dataset, dataset_for_transfer, read_stored_file
+from qrscp.dicom import fileformat
+from qrscp.dicom import uids
+from qrscp.dicom.fileformat import OutputFormat, StoredFile, convert_dataset, dataset_for_transfer, read_stored_file
 
 LEI, LEE, BEE, DEFLATED = (uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_LE, uids.EXPLICIT_VR_BE,
                            uids.DEFLATED_EXPLICIT_VR_LE)

@@ -5,8 +5,11 @@ from pydicom.dataset import Dataset
 
 from conftest import Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_ct, write_instance
-from qrscp import acse, datasets, dimse, uids
-from qrscp.pdu import PresentationContextRQ
+from qrscp.net import acse
+from qrscp.dicom import identifiers as datasets
+from qrscp.net import dimse
+from qrscp.dicom import uids
+from qrscp.net.pdu import PresentationContextRQ
 
 pytestmark = needs_dcmtk
 

@@ -29,10 +29,17 @@ from test_hostile import (
     AE_TITLE, CT_CONTEXT, FIND_CONTEXT, PEER_TIMEOUT, SUCCESS, MemoryGuard, RawPeer, assert_healthy, associate_rq,
     dataset_bytes, identifier, indexed_uids, instance, p_data, pdv, store, store_request,
 )
-from qrscp import config, datasetdump, datasets, dimse, index, options, pdu, uids
-from qrscp.database import DatabaseError, StorageArea
-from qrscp.dcmqridx import check_area
-from qrscp.indexvalues import DicomFileError, index_values_from_bytes, read_index_values
+from qrscp.config import config_file as config
+from qrscp.dicom import dump as datasetdump
+from qrscp.dicom import identifiers as datasets
+from qrscp.net import dimse
+from qrscp.archive import index
+from qrscp.cli import command_lines as options
+from qrscp.net import pdu
+from qrscp.dicom import uids
+from qrscp.archive.storage_area import DatabaseError, StorageArea
+from qrscp.cli.dcmqridx import check_area
+from qrscp.archive.index_values import DicomFileError, index_values_from_bytes, read_index_values
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # pydicom on the mutated values
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, wait_for_port
 from qrscp import log
-from qrscp.hostaccess import host_allowed
+from qrscp.net.hostaccess import host_allowed
 
 ADDRESS = "127.0.0.1"
 

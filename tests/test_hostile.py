@@ -34,9 +34,11 @@ from pynetdicom import AE
 
 from conftest import Server, echoscu, needs_dcmtk, simple_config
 from corpus import make_instance, uid
-from qrscp import dimse, pdu, uids
-from qrscp.database import StorageArea
-from qrscp.dcmqridx import check_area
+from qrscp.net import dimse
+from qrscp.net import pdu
+from qrscp.dicom import uids
+from qrscp.archive.storage_area import StorageArea
+from qrscp.cli.dcmqridx import check_area
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]   # pydicom on invalid UIDs
 
@@ -995,7 +997,7 @@ def test_command_uid_longer_than_64_bytes_aborts(guarded: Archive) -> None:
 def test_connection_flood(guarded: Archive) -> None:
     """64 connections that never send a byte: a well-behaved client is served at once, the silent ones
     are closed after the ACSE timeout, and the workers they occupied retire (no worker left behind)."""
-    from qrscp.supervisor import MAX_IDLE_WORKERS
+    from qrscp.server.supervisor import MAX_IDLE_WORKERS
 
     peers = [RawPeer(guarded.server.port) for _ in range(64)]
     try:

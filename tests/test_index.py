@@ -1,4 +1,4 @@
-"""index.dat format 5 (qrscp.index) and the extraction of index values (qrscp.indexvalues).
+"""index.dat format 5 (qrscp.archive.index) and the extraction of index values (qrscp.archive.index_values).
 
 Also home of a small raw DICOM writer (``Encoder``, ``dicom_file``) used by the other storage tests: it
 writes exactly the bytes it is given (odd lengths, stray padding, wrong VRs), which pydicom would fix.
@@ -16,9 +16,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from conftest import needs_dcmtk, run_dcmtk
-from qrscp import index
-from qrscp.database import DatabaseError, StorageArea
-from qrscp.indexvalues import DicomFileError, index_values_from_bytes, index_values_from_dataset, \
+from qrscp.archive import index
+from qrscp.archive.storage_area import DatabaseError, StorageArea
+from qrscp.archive.index_values import DicomFileError, index_values_from_bytes, index_values_from_dataset, \
     read_index_values
 
 IMPLICIT_LE = "1.2.840.10008.1.2"

@@ -1,14 +1,15 @@
-"""The journal of index writes shared by the server's processes (qrscp.journal, qrscp.database)."""
+"""The journal of index writes shared by the server's processes (qrscp.archive.journal, qrscp.archive.storage_area)."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from qrscp import database, index
-from qrscp.database import StorageArea
-from qrscp.indexvalues import read_index_values
-from qrscp.journal import MAX_SLOTS, WriteJournal
+from qrscp.archive import storage_area as database
+from qrscp.archive import index
+from qrscp.archive.storage_area import StorageArea
+from qrscp.archive.index_values import read_index_values
+from qrscp.archive.journal import MAX_SLOTS, WriteJournal
 
 from corpus import make_ct, write_instance
 

@@ -38,8 +38,8 @@ from conftest import Server, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk
 from corpus import uid, write_instance
 from test_faults import assert_checked, image_files
 from test_hostile import echo_ok, find_uids, index_problems, indexed_uids, instance, server_processes
-from qrscp import uids
-from qrscp.supervisor import MAX_IDLE_WORKERS
+from qrscp.dicom import uids
+from qrscp.server.supervisor import MAX_IDLE_WORKERS
 
 pytestmark = needs_dcmtk
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, wait_for_port
-from qrscp import log, logconfig
+from qrscp import log
+from qrscp.log import log4cplus as logconfig
 
 BANNER = "$dcmtk: dcmqrscp v3.6.7 2022-04-22 $\n"
 MISSING = "missing.cfg"
@@ -35,7 +36,8 @@ ERROR_HEADER = "$dcmtk: dcmqrscp v3.6.7 2022-04-22 $\n\ndcmqrscp: DICOM image ar
 
 OURS = """
 import json, logging, sys
-from qrscp import log, logconfig
+from qrscp import log
+from qrscp.log import log4cplus as logconfig
 try:
     log.configure(config_file=sys.argv[1], appname="dcmqrscp")
 except logconfig.LogConfigError as error:

@@ -23,9 +23,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
 from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, wait_for_port
-from qrscp.charset import CharsetPolicy
-from qrscp.database import Columns
-from qrscp.matching import (
+from qrscp.dicom.charset import CharsetPolicy
+from qrscp.archive.storage_area import Columns
+from qrscp.archive.matching import (
     FIND_MODELS,
     GET_MODELS,
     IMAGE,

@@ -41,7 +41,8 @@ from pydicom.uid import (
 
 from conftest import Server, needs_dcmtk, run_dcmtk, run_qrscp, simple_config
 from corpus import uid
-from qrscp import index, uids
+from qrscp.archive import index
+from qrscp.dicom import uids
 from test_find_differential import Query, findscu, q
 from test_retrieve import getscu
 from test_store import AE_TITLE, BRANCH, SUCCESS, assert_consistent, image_level_uids, instance, live_records, \
@@ -207,7 +208,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, storable_files: dict[str, 
     for area in areas.values():
         area.mkdir()
     assert run_dcmtk("dcmqridx", str(areas["dcmtk"]), *files).returncode == 0
-    assert run_qrscp(str(areas["qrscp"]), *files, module="qrscp.dcmqridx").returncode == 0
+    assert run_qrscp(str(areas["qrscp"]), *files, module="qrscp.cli.dcmqridx").returncode == 0
     return areas
 
 

@@ -1,8 +1,8 @@
 """The C-STORE SCP at the server level (ref §1.9, §4, §7, §14; decisions.md #1, #6, #12, #16).
 
 Real servers on 127.0.0.1, driven by DCMTK's ``storescu`` (and by pynetdicom where a request must be
-malformed on purpose). The storage area is inspected on disk with :mod:`qrscp.database` and
-:func:`qrscp.dcmqridx.check_area`. Where the reference and qrscp agree, the same requests also go to
+malformed on purpose). The storage area is inspected on disk with :mod:`qrscp.archive.storage_area` and
+:func:`qrscp.cli.dcmqridx.check_area`. Where the reference and qrscp agree, the same requests also go to
 DCMTK's ``dcmqrscp`` and the outcomes are compared (statuses, stored bytes, file-name prefixes).
 """
 from __future__ import annotations
@@ -43,10 +43,12 @@ from pynetdicom import AE, _config
 
 from conftest import ROOT, Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_instance, uid, write_instance
-from qrscp import acse, dimse, index
-from qrscp.database import StorageArea
-from qrscp.dcmqridx import check_area
-from qrscp.pdu import PresentationContextRQ
+from qrscp.net import acse
+from qrscp.net import dimse
+from qrscp.archive import index
+from qrscp.archive.storage_area import StorageArea
+from qrscp.cli.dcmqridx import check_area
+from qrscp.net.pdu import PresentationContextRQ
 from test_find_differential import findscu, q
 from test_retrieve import getscu
 
@@ -591,8 +593,8 @@ def test_output_option(tmp_path: Path, option: str) -> None:
 # --- file names, file meta, new areas (ref §1.9, decisions #12) -----------------------------------------------
 
 def file_prefixes() -> dict[str, str]:
-    """SOP Class UID -> file-name prefix, from ``qrscp/storage_sop_classes.tsv``."""
-    with open(ROOT / "qrscp" / "storage_sop_classes.tsv", newline="") as table:
+    """SOP Class UID -> file-name prefix, from ``qrscp/dicom/storage_sop_classes.tsv``."""
+    with open(ROOT / "qrscp" / "dicom" / "storage_sop_classes.tsv", newline="") as table:
         rows = csv.reader((line for line in table if not line.startswith("#")), delimiter="\t")
         return {row[1]: row[4] for row in rows}
 

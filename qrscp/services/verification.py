@@ -1,7 +1,8 @@
 """The Verification service (C-ECHO SCP)."""
 from __future__ import annotations
 
-from qrscp import dimse, log
+from qrscp import log
+from qrscp.net import dimse
 
 LOG = log.get_logger(log.DB)
 

@@ -10,13 +10,16 @@ import logging
 import os
 from collections.abc import Callable
 
-from qrscp import dimse, fileformat, log, uids
-from qrscp.association import Association, closed_condition
-from qrscp.database import DatabaseError
-from qrscp.indexvalues import read_index_values
-from qrscp.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_OF_RESOURCES,
+from qrscp import log
+from qrscp.net import dimse
+from qrscp.dicom import fileformat
+from qrscp.dicom import uids
+from qrscp.net.association import Association, closed_condition
+from qrscp.archive.storage_area import DatabaseError
+from qrscp.archive.index_values import read_index_values
+from qrscp.dicom.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, OUT_OF_RESOURCES,
                           SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS)
-from qrscp.transport import TransportClosed
+from qrscp.net.transport import TransportClosed
 
 LOG = log.get_logger(log.DB)
 

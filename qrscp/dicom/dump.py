@@ -17,9 +17,9 @@ import struct
 
 from pydicom.datadict import keyword_for_tag
 
-from qrscp import uids
-from qrscp.datasets import inflate_identifier
-from qrscp.fileformat import Element, parse_dataset
+from qrscp.dicom import uids
+from qrscp.dicom.identifiers import inflate_identifier
+from qrscp.dicom.fileformat import Element, parse_dataset
 
 #: DCMTK's names of the transfer syntaxes an identifier can come in.
 _SYNTAX_NAMES = {

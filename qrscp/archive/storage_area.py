@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, NoReturn, Sequence
 
-from qrscp import index, locking, log, uids
-from qrscp.indexvalues import IndexValues
-from qrscp.journal import WriteJournal
+from qrscp import log
+from qrscp.archive import index
+from qrscp.archive import locking
+from qrscp.dicom import uids
+from qrscp.archive.index_values import IndexValues
+from qrscp.archive.journal import WriteJournal
 
 LOG = log.get_logger(log.DB)
 
@@ -377,7 +380,7 @@ class StorageArea:
         """One consistent snapshot (under ``LOCK_SH``) of all live records in slot order: for each field
         the list of stored values (bytes up to the NUL). Int keys are tags (the first param with that tag),
         str keys ``filename``, ``sop_class_uid``, ``charset``, ``instance_description``, a record field
-        name of :mod:`qrscp.index`, or ``slot`` (the record numbers, as ints)."""
+        name of :mod:`qrscp.archive.index`, or ``slot`` (the record numbers, as ints)."""
         with self._locked(exclusive=False) as cache:
             return Columns({key: list(self._column(cache, key)) for key in fields}, cache.derived)
 

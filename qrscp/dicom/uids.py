@@ -52,7 +52,7 @@ FIND_FOR_RETRIEVE = dict(zip(MOVE_MODELS + GET_MODELS, FIND_MODELS + FIND_MODELS
 def _read_storage_table() -> tuple[dict[str, str], frozenset[str]]:
     prefixes: dict[str, str] = {}
     accepted: set[str] = set()
-    text = resources.files("qrscp").joinpath("storage_sop_classes.tsv").read_text()
+    text = resources.files("qrscp.dicom").joinpath("storage_sop_classes.tsv").read_text()
     rows = csv.reader((line for line in text.splitlines() if not line.startswith("#")), delimiter="\t")
     for _name, uid, is_accepted, _is_proposed, prefix in rows:
         prefixes[uid] = prefix
@@ -66,7 +66,7 @@ FILE_PREFIXES, STORAGE_SOP_CLASSES = _read_storage_table()
 
 
 def _read_names() -> dict[str, str]:
-    text = resources.files("qrscp").joinpath("dcmtk_uid_names.tsv").read_text()
+    text = resources.files("qrscp.dicom").joinpath("dcmtk_uid_names.tsv").read_text()
     return dict(csv.reader((line for line in text.splitlines() if not line.startswith("#")), delimiter="\t"))
 
 

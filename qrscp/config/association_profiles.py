@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from qrscp.uids import EXPLICIT_VR_BE, EXPLICIT_VR_LE, UID_BY_DCMTK_NAME
+from qrscp.dicom.uids import EXPLICIT_VR_BE, EXPLICIT_VR_LE, UID_BY_DCMTK_NAME
 
 #: DCMTK's limit on the presentation contexts of one list (the PDU allows 128 per association).
 MAX_CONTEXTS = 128

@@ -11,9 +11,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from qrscp import dimse, pdu
-from qrscp.dimse import Command
-from qrscp.transport import Transport, TransportClosed
+from qrscp.net import dimse
+from qrscp.net import pdu
+from qrscp.net.dimse import Command
+from qrscp.net.transport import Transport, TransportClosed
 
 #: The longest command set we accept: real ones are a few hundred bytes.
 MAX_COMMAND_LENGTH = 1 << 16

@@ -27,13 +27,16 @@ from dataclasses import dataclass
 
 import psutil
 
-from qrscp import config as config_module
-from qrscp import database, log, pdu, worker
-from qrscp.assocconfig import Profile
-from qrscp.journal import WriteJournal
-from qrscp.policy import AssociationPolicy
-from qrscp.scoreboard import Scoreboard
-from qrscp.worker import Server
+from qrscp.config import config_file as config_module
+from qrscp import log
+from qrscp.archive import storage_area as database
+from qrscp.net import pdu
+from qrscp.server import association_handler as worker
+from qrscp.config.association_profiles import Profile
+from qrscp.archive.journal import WriteJournal
+from qrscp.server.policy import AssociationPolicy
+from qrscp.server.scoreboard import Scoreboard
+from qrscp.server.association_handler import Server
 
 LOG = log.get_logger(log.DB)
 APP_LOG = log.get_logger(log.APP)

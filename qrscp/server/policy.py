@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qrscp import assocconfig, log, pdu, uids
-from qrscp.assocconfig import Profile
-from qrscp.config import AEEntry, Config
-from qrscp.options import Options
-from qrscp.pdu import AssociateRQ, PresentationContextAC, PresentationContextRQ
+from qrscp import log
+from qrscp.config import association_profiles as assocconfig
+from qrscp.net import pdu
+from qrscp.dicom import uids
+from qrscp.config.association_profiles import Profile
+from qrscp.config.config_file import AEEntry, Config
+from qrscp.config.options import Options
+from qrscp.net.pdu import AssociateRQ, PresentationContextAC, PresentationContextRQ
 
 LOG = log.get_logger(log.DB)
 

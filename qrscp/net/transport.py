@@ -8,7 +8,7 @@ from __future__ import annotations
 import select
 import socket
 
-from qrscp import pdu
+from qrscp.net import pdu
 
 #: The longest association-phase PDU (A-ASSOCIATE-RQ/AC) we accept: 128 contexts with many transfer
 #: syntaxes fit easily; anything longer is hostile.

@@ -13,16 +13,25 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
-from qrscp import acse, dimse, find, hostaccess, log, pdu, retrieve, storage, transport, verification
-from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested, closed_condition
-from qrscp.assocconfig import Profile
-from qrscp.charset import CharsetPolicy, charset_policy
-from qrscp.config import AEEntry, Config
-from qrscp.database import DatabaseError, StorageArea
-from qrscp.fileformat import OutputFormat
-from qrscp.options import Options
-from qrscp.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
-from qrscp.scoreboard import Scoreboard
+from qrscp import log
+from qrscp.net import acse
+from qrscp.net import dimse
+from qrscp.services import query as find
+from qrscp.net import hostaccess
+from qrscp.net import pdu
+from qrscp.services import retrieve
+from qrscp.services import storage
+from qrscp.net import transport
+from qrscp.services import verification
+from qrscp.net.association import Association, PeerAborted, ProtocolError, ReleaseRequested, closed_condition
+from qrscp.config.association_profiles import Profile
+from qrscp.dicom.charset import CharsetPolicy, charset_policy
+from qrscp.config.config_file import AEEntry, Config
+from qrscp.archive.storage_area import DatabaseError, StorageArea
+from qrscp.dicom.fileformat import OutputFormat
+from qrscp.config.options import Options
+from qrscp.server.policy import CLOSE, TOO_MANY_ASSOCIATIONS, AssociationPolicy, Rejection
+from qrscp.server.scoreboard import Scoreboard
 
 LOG = log.get_logger(log.DB)
 
@@ -59,7 +68,7 @@ class Server:
 
     @cached_property
     def charset_policy(self) -> CharsetPolicy:
-        """How query keys and responses are converted between character sets (:mod:`qrscp.charset`)."""
+        """How query keys and responses are converted between character sets (:mod:`qrscp.dicom.charset`)."""
         options = self.options
         return charset_policy(self.config.charset_line, options.use_request_charset, options.convert_to,
                               options.transliterate, options.discard_illegal)

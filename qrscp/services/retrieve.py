@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from qrscp import acse, datasetdump, datasets, dimse, fileformat, locking, log, matching, uids
-from qrscp.association import Association, PeerAborted, ProtocolError, ReleaseRequested
-from qrscp.pdu import PresentationContextRQ
-from qrscp.status import (CANCEL, MOVE_DESTINATION_UNKNOWN, OUT_OF_RESOURCES_SUB_OPERATIONS, PENDING,
+from qrscp import log
+from qrscp.net import acse
+from qrscp.dicom import dump as datasetdump
+from qrscp.dicom import identifiers as datasets
+from qrscp.net import dimse
+from qrscp.dicom import fileformat
+from qrscp.archive import locking
+from qrscp.archive import matching
+from qrscp.dicom import uids
+from qrscp.net.association import Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.net.pdu import PresentationContextRQ
+from qrscp.dicom.status import (CANCEL, MOVE_DESTINATION_UNKNOWN, OUT_OF_RESOURCES_SUB_OPERATIONS, PENDING,
                           SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS, WARNING)
-from qrscp.transport import TransportClosed
+from qrscp.net.transport import TransportClosed
 
 LOG = log.get_logger(log.DB)
 

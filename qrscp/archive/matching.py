@@ -48,7 +48,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
 
-from qrscp import charset as cs
+from qrscp.dicom import charset as cs
 from qrscp.log import DB, get_logger
 
 #: Query/Retrieve levels, numbered as DCMTK does in its log lines.

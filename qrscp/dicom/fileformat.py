@@ -38,7 +38,7 @@ from typing import BinaryIO
 from pydicom.datadict import get_entry, private_dictionary_VR
 from pydicom.uid import UID
 
-from qrscp import uids
+from qrscp.dicom import uids
 
 PREAMBLE = bytes(128) + b"DICM"
 

@@ -17,12 +17,13 @@ import os
 import pwd
 import socket
 
-from qrscp import assocconfig
-from qrscp import config as config_module
+from qrscp.config import association_profiles as assocconfig
+from qrscp.config import config_file as config_module
 from qrscp import log
 from qrscp import DCMTK_VERSION
-from qrscp.options import DCMTK_RELEASE_DATE, Options, parse_args
-from qrscp.supervisor import Supervisor, make_server
+from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
+from qrscp.config.options import Options
+from qrscp.server.supervisor import Supervisor, make_server
 
 EXIT_COMMAND_LINE = 1
 EXIT_CONFIG = 10

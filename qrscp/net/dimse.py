@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from qrscp import uids
+from qrscp.dicom import uids
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Sequence
 
-from qrscp import index, log
-from qrscp.database import DatabaseError, Snapshot, StorageArea
-from qrscp.indexvalues import DicomFileError, read_index_values
+from qrscp import log
+from qrscp.archive import index
+from qrscp.archive.storage_area import DatabaseError, Snapshot, StorageArea
+from qrscp.archive.index_values import DicomFileError, read_index_values
 
 LOG = log.get_logger(log.APP_DCMQRIDX)
 
@@ -35,7 +36,7 @@ _PROGRESS_INTERVAL = 0.2
 
 def main(argv: list[str] | None = None) -> int:
     """The ``dcmqridx`` console script."""
-    from qrscp.options import parse_dcmqridx_args
+    from qrscp.cli.command_lines import parse_dcmqridx_args
 
     options = parse_dcmqridx_args(sys.argv[1:] if argv is None else argv)
     log.configure(options.log_level, options.log_config, appname="dcmqridx")

@@ -20,7 +20,7 @@ from typing import BinaryIO, Protocol
 
 from pydicom.datadict import dictionary_VR
 
-from qrscp import index
+from qrscp.archive import index
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018

@@ -1,15 +1,17 @@
 """Association establishment (ACSE, PS3.8 §7.1): the acceptor's A-ASSOCIATE exchange and the requestor's.
 
-What to accept is decided by :mod:`qrscp.policy`; this module only speaks the protocol.
+What to accept is decided by :mod:`qrscp.server.policy`; this module only speaks the protocol.
 """
 from __future__ import annotations
 
 import socket
 
-from qrscp import pdu, transport, uids
-from qrscp.association import AcceptedContext, Association
-from qrscp.pdu import AssociateAC, AssociateRQ, PresentationContextAC, PresentationContextRQ
-from qrscp.transport import Transport
+from qrscp.net import pdu
+from qrscp.net import transport
+from qrscp.dicom import uids
+from qrscp.net.association import AcceptedContext, Association
+from qrscp.net.pdu import AssociateAC, AssociateRQ, PresentationContextAC, PresentationContextRQ
+from qrscp.net.transport import Transport
 
 
 class AssociationRejected(Exception):

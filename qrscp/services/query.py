@@ -11,8 +11,12 @@ from typing import Iterator
 
 from pydicom.dataset import Dataset
 
-from qrscp import datasetdump, datasets, dimse, log, matching
-from qrscp.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
+from qrscp import log
+from qrscp.dicom import dump as datasetdump
+from qrscp.dicom import identifiers as datasets
+from qrscp.net import dimse
+from qrscp.archive import matching
+from qrscp.dicom.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
 
 LOG = log.get_logger(log.DB)
 

@@ -99,7 +99,7 @@ def configure(level: str = "warn", config_file: str | None = None, appname: str 
     """Configure the ``dcmtk`` logger tree as DCMTK's ``-q/-v/-d/-ll/-lc`` options do.
 
     Without ``config_file`` every line at ``level`` or above goes to stderr in the console layout.
-    With it, the log4cplus properties file decides (see :mod:`qrscp.logconfig`).
+    With it, the log4cplus properties file decides (see :mod:`qrscp.log.log4cplus`).
     """
     global _configured
     _configured = True
@@ -109,7 +109,7 @@ def configure(level: str = "warn", config_file: str | None = None, appname: str 
         handler.close()
     root.propagate = False
     if config_file is not None:
-        from qrscp import logconfig
+        from qrscp.log import log4cplus as logconfig
 
         logconfig.apply(config_file, appname=appname)
         return

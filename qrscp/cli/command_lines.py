@@ -21,16 +21,14 @@ from typing import NoReturn, TypeVar
 
 from pydicom import uid as pydicom_uid
 
-from qrscp import DCMTK_VERSION, __version__, log, logconfig
-from qrscp.cmdline import CommandLine, CommandLineError, ConsoleApp, ParamMode
-from qrscp.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from qrscp import DCMTK_VERSION, __version__, log
+from qrscp.log import log4cplus as logconfig
+from qrscp.cli.cmdline import CommandLine, CommandLineError, ConsoleApp, ParamMode
+from qrscp.config.options import DEFAULT_CONFIG_FILE, LOCAL_FIRST, Options
+from qrscp.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 
 DCMTK_RELEASE_DATE = "2022-04-22"
-DEFAULT_CONFIG_FILE = "dcmqrscp.cfg"
 
-#: Explicit VR in the host's byte order first (``+x=``/``-x=``), then the other, then implicit VR.
-LOCAL_FIRST = ((EXPLICIT_VR_LE, EXPLICIT_VR_BE) if sys.byteorder == "little"
-               else (EXPLICIT_VR_BE, EXPLICIT_VR_LE)) + (IMPLICIT_VR_LE,)
 LITTLE_FIRST = (EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE)
 BIG_FIRST = (EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 
@@ -129,58 +127,6 @@ T = TypeVar("T")
 
 
 @dataclass
-class Options:
-    """What a ``dcmqrscp`` command line asks for (defaults = no option given)."""
-
-    port: int | None = None
-    log_level: str = "warn"
-    log_config: str | None = None
-    config_file: str = DEFAULT_CONFIG_FILE
-    single_process: bool = False
-    require_find: bool = False
-    no_parallel_store: bool = False
-    disable_get: bool = False
-    allow_shutdown: bool = False
-    check_find: bool = False
-    check_move: bool = False
-    move_aetitle: bool = False
-    move_host: bool = False
-    move_vendor: bool = False
-    no_patient_root: bool = False
-    no_study_root: bool = False
-    no_patient_study: bool = False
-    #: Transfer syntaxes accepted on incoming presentation contexts, most preferred first (ref §6.2).
-    incoming_ts: list[str] = field(default_factory=lambda: list(LOCAL_FIRST))
-    #: Transfer syntaxes proposed on C-MOVE sub-associations, in proposal order (ref §6.4).
-    outgoing_ts: list[str] = field(default_factory=lambda: list(LOCAL_FIRST))
-    #: ``-xf``: (association configuration file, incoming profile, outgoing profile), names as given.
-    assoc_config: tuple[str, str, str] | None = None
-    access_control: bool = False
-    connect_timeout: int | None = None
-    acse_timeout: int = 30
-    dimse_timeout: int | None = None
-    max_pdu: int | None = None
-    disable_host_lookup: bool = False
-    refuse: bool = False
-    reject: bool = False
-    ignore: bool = False
-    uid_padding: bool = False
-    use_request_charset: bool | None = None
-    #: Target character set of ``+A7`` (""), ``+U8``, ``+L1`` or ``+C``; None if none was given.
-    convert_to: str | None = None
-    transliterate: bool = False
-    discard_illegal: bool = False
-    bit_preserving: bool = False
-    write_file: bool = True
-    write_xfer: str | None = None
-    enable_new_vr: bool = True
-    group_length: str = "recalc"
-    length_explicit: bool = True
-    padding: tuple[int, int] | None = None
-    compression_level: int | None = None
-
-
-@dataclass
 class DcmqridxOptions:
     """What a ``dcmqridx`` command line asks for."""
 
@@ -190,7 +136,7 @@ class DcmqridxOptions:
     not_new: bool = False
     log_level: str = "warn"
     log_config: str | None = None
-    #: ``--check`` and ``--repair``: qrscp's additions (see qrscp.dcmqridx).
+    #: ``--check`` and ``--repair``: qrscp's additions (see qrscp.cli.dcmqridx).
     check: bool = False
     repair: bool = False
 

@@ -15,8 +15,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from qrscp import uids
-from qrscp.fileformat import check_dataset
+from qrscp.dicom import uids
+from qrscp.dicom.fileformat import check_dataset
 
 
 def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
