@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
-from qrscp.archive import storage_area as database
 from qrscp.archive import index
 from qrscp.archive.storage_area import StorageArea
 from qrscp.archive.index_values import read_index_values
@@ -42,15 +40,8 @@ def _register(area: StorageArea, directory, sop: str, study: str) -> str:
     return str(path)
 
 
-@pytest.fixture
-def shared_journal():
-    database.share_writes(WriteJournal())
-    yield
-    database.share_writes(None)
-
-
-def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_path, shared_journal):
-    area = StorageArea(str(tmp_path / "area"), 500, -1)
+def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_path):
+    area = StorageArea(str(tmp_path / "area"), 500, -1, journal=WriteJournal())
     _register(area, tmp_path, "1.2.3.1", "1.2.3")
     slots = area._cache.slots
     pid = os.fork()
@@ -68,14 +59,12 @@ def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_p
     assert [r.study_instance_uid for _, r in records if r.sop_instance_uid == b"1.2.3.1"] == [b"1.2.5"]
 
 
-def test_a_write_outside_the_journal_makes_the_cache_rebuild(tmp_path, shared_journal):
-    area = StorageArea(str(tmp_path / "area"), 500, -1)
+def test_a_write_outside_the_journal_makes_the_cache_rebuild(tmp_path):
+    area = StorageArea(str(tmp_path / "area"), 500, -1, journal=WriteJournal())
     _register(area, tmp_path, "1.2.3.1", "1.2.3")
     slots = area._cache.slots
     with StorageArea(str(tmp_path / "area"), 500, -1) as outsider:  # as dcmqridx would: no journal entry
-        database.share_writes(None)
         _register(outsider, tmp_path, "1.2.3.1", "1.2.9")
-        database.share_writes(WriteJournal())
     _register(area, tmp_path, "1.2.3.2", "1.2.3")
     assert area._cache.slots is not slots
     records = area.read_snapshot().records

@@ -46,17 +46,6 @@ _MAX_NAME_TRIES = 1024
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
-#: the journal of index writes shared by this server's processes (see :func:`share_writes`)
-_journal: WriteJournal | None = None
-
-
-def share_writes(journal: WriteJournal | None) -> None:
-    """Let the storage areas of this process and of the processes it forks share ``journal``: a worker
-    then catches up with the others' writes instead of re-reading the whole index."""
-    global _journal
-    _journal = journal
-
-
 class DatabaseError(Exception):
     """The index cannot be used or changed; ``status`` is the C-STORE status it leads to."""
 
@@ -167,10 +156,13 @@ class StorageArea:
     crosses a ``fork`` reopens its index in the child (``flock`` locks follow open files)."""
 
     def __init__(self, path: str, max_studies: int, max_bytes_per_study: int, *, delete_files: bool = True,
-                 create_directory: bool = True) -> None:
+                 create_directory: bool = True, journal: WriteJournal | None = None) -> None:
         """Open the area ``path``, creating ``index.dat`` (and, with ``create_directory``, the directory,
         decisions #12) or validating its header under ``LOCK_EX`` (ref §1.1). Raises
-        :class:`DatabaseError` with the reference's message, which is also logged."""
+        :class:`DatabaseError` with the reference's message, which is also logged.
+
+        ``journal``: the index writes shared by this server's processes; with it a worker catches up with
+        the others' writes instead of re-reading the whole index."""
         self.path = path
         self.directory = os.path.abspath(path)
         #: the index as named in messages (the reference's texts use the configured path)
@@ -179,6 +171,7 @@ class StorageArea:
         self.max_studies = _limit(max_studies, index.MAX_STUDIES, "maxStudiesPerStorageArea")
         self.max_bytes_per_study = _limit(max_bytes_per_study, index.MAX_BYTES_PER_STUDY, "maxBytesPerStudy")
         self.delete_files = delete_files
+        self.journal = journal
         #: the handle's creation time: the first 8 hex digits of the names of the files it creates
         self.creation_time = int(time.time())
         self._fd = -1
@@ -260,16 +253,16 @@ class StorageArea:
         if cache is None or cache.key != key or cache.descriptor_block != block:
             if cache is None or not self._catch_up(cache, (status.st_dev, status.st_ino), key, block):
                 self._check_file(status.st_size)
-                cache = self._cache = _Cache(key, block, journal_seq=_journal.last_seq() if _journal else 0)
+                cache = self._cache = _Cache(key, block, journal_seq=self.journal.last_seq() if self.journal else 0)
         return cache
 
     def _catch_up(self, cache: _Cache, file_id: tuple[int, int], key: tuple[int, int, int], block: bytes) -> bool:
         """Bring the cache up to date from the journal of our fellow workers' writes (re-reading only the
         slots they wrote); False when the journal does not account for every change since the cache was
         made (a writer outside this server, such as DCMTK), so that the caller rebuilds."""
-        if _journal is None or cache.slots is None or cache.key[0] != key[0]:
+        if self.journal is None or cache.slots is None or cache.key[0] != key[0]:
             return False
-        writes = _journal.writes_since(cache.journal_seq, file_id)
+        writes = self.journal.writes_since(cache.journal_seq, file_id)
         if not writes:
             return False
         state = cache.key[1:]
@@ -289,7 +282,7 @@ class StorageArea:
             record = self._read_record(slot)
             if record.filename:
                 slots.add(slot, record.sop_instance_uid, record.study_instance_uid)
-        cache.key, cache.descriptor_block, cache.journal_seq = key, block, _journal.last_seq()
+        cache.key, cache.descriptor_block, cache.journal_seq = key, block, self.journal.last_seq()
         cache.forget_records()
         return True
 
@@ -324,8 +317,8 @@ class StorageArea:
         journal tells the other workers which slots changed."""
         status = os.fstat(self._fd)
         key = (status.st_ino, status.st_size, status.st_mtime_ns)
-        if _journal is not None:
-            cache.journal_seq = _journal.record((status.st_dev, status.st_ino), cache.key[1:], key[1:],
+        if self.journal is not None:
+            cache.journal_seq = self.journal.record((status.st_dev, status.st_ino), cache.key[1:], key[1:],
                                                 self._written)
         self._written = set()
         cache.key = key

@@ -23,7 +23,7 @@ from qrscp import log
 from qrscp import DCMTK_VERSION
 from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config.options import Options
-from qrscp.server.supervisor import Supervisor, make_server
+from qrscp.server.supervisor import Supervisor, make_context
 
 EXIT_COMMAND_LINE = 1
 EXIT_CONFIG = 10
@@ -101,7 +101,7 @@ def start(options: Options) -> int:
     except StartupError as error:
         LOG.critical("%s", error)
         return EXIT_CONFIG
-    return Supervisor(make_server(options, config, profiles), listener).run()
+    return Supervisor(make_context(options, config, profiles), listener).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,9 @@ from pydicom.filewriter import write_dataset
 from qrscp.dicom import uids
 from qrscp.dicom.fileformat import check_dataset
 
+#: A decoded identifier: its elements with their values as received (raw bytes).
+Identifier = Dataset
+
 
 def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
     """(implicit VR, little endian) of an uncompressed or compressed transfer syntax."""

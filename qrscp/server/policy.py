@@ -32,7 +32,7 @@ REASON_PROTOCOL_VERSION = 2
 REASON_LOCAL_LIMIT = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rejection:
     """Send an A-ASSOCIATE-RJ with these parameters (``log_reason`` names it in the log)."""
 
@@ -42,8 +42,16 @@ class Rejection:
     log_reason: str
 
 
-#: Close the connection without any PDU (what the reference does for some malformed requests).
-CLOSE = "close"
+class AssociationRefused(Exception):
+    """The association is to be rejected with :attr:`rejection`."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.log_reason)
+        self.rejection = rejection
+
+
+class AssociationDropped(Exception):
+    """The connection is to be closed without any PDU (what the reference does for some malformed requests)."""
 
 
 @dataclass
@@ -60,6 +68,12 @@ class Negotiation:
         return [result for result in self.results if result.result == pdu.ACCEPTANCE]
 
 
+NO_REASON = Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NO_REASON, "NoReason")
+PROTOCOL_VERSION_NOT_SUPPORTED = Rejection(REJECTED_PERMANENT, SOURCE_ACSE, REASON_PROTOCOL_VERSION, "NoReason")
+BAD_APPLICATION_CONTEXT = Rejection(REJECTED_TRANSIENT, SOURCE_SERVICE_USER, REASON_APPLICATION_CONTEXT,
+                                    "BadAppContext")
+CALLED_AE_NOT_RECOGNIZED = Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE, "BadAEService")
+CALLING_AE_NOT_RECOGNIZED = Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE, "BadAEPeer")
 TOO_MANY_ASSOCIATIONS = Rejection(REJECTED_TRANSIENT, SOURCE_PRESENTATION, REASON_LOCAL_LIMIT, "TooManyAssociations")
 
 
@@ -84,30 +98,30 @@ class AssociationPolicy:
             services.add(uids.PRIVATE_SHUTDOWN)
         self.services = frozenset(services)
 
-    def screen(self, rq: AssociateRQ, peer_host: str) -> Rejection | str | None:
-        """The checks before negotiation (ref §6.1 steps 3-6); None when the association may proceed."""
+    def screen(self, rq: AssociateRQ, peer_host: str) -> None:
+        """The checks before negotiation (ref §6.1 steps 3-6). Raises :class:`AssociationRefused` or
+        :class:`AssociationDropped` when the association may not proceed."""
         if not rq.calling_ae_title or not rq.contexts or any(not c.transfer_syntaxes for c in rq.contexts):
-            return CLOSE
+            raise AssociationDropped()
         if not rq.protocol_version & 0x0001:
-            return Rejection(REJECTED_PERMANENT, SOURCE_ACSE, REASON_PROTOCOL_VERSION, "NoReason")
+            raise AssociationRefused(PROTOCOL_VERSION_NOT_SUPPORTED)
         if self.options.refuse:
             LOG.info("Refusing Association (forced via command line)")
-            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NO_REASON, "NoReason")
+            raise AssociationRefused(NO_REASON)
         if rq.application_context != uids.APPLICATION_CONTEXT:
             LOG.info("Bad AppContextName: %s", rq.application_context)
-            return Rejection(REJECTED_TRANSIENT, SOURCE_SERVICE_USER, REASON_APPLICATION_CONTEXT, "BadAppContext")
+            raise AssociationRefused(BAD_APPLICATION_CONTEXT)
         if self.options.reject and not rq.implementation_class_uid:
             LOG.info("No implementation Class UID provided")
-            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NO_REASON, "NoReason")
+            raise AssociationRefused(NO_REASON)
         entry = self.config.ae_entry(rq.called_ae_title)
         if entry is None:
             LOG.debug("Called AE title %s is not in the AETable (see configuration file)", rq.called_ae_title)
-            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE, "BadAEService")
+            raise AssociationRefused(CALLED_AE_NOT_RECOGNIZED)
         if not self.config.peer_in_ae_title(rq.called_ae_title, rq.calling_ae_title, peer_host):
             LOG.info("Peer %s:%s is not permitted to access %s (see configuration file)",
                      peer_host, rq.calling_ae_title, rq.called_ae_title)
-            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE, "BadAEPeer")
-        return None
+            raise AssociationRefused(CALLING_AE_NOT_RECOGNIZED)
 
     def _answer_from_profile(self, context: PresentationContextRQ, proposed_role: tuple[bool, bool] | None
                              ) -> tuple[int, str, tuple[bool, bool] | None]:

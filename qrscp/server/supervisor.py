@@ -3,7 +3,7 @@
 The supervisor never reads from a client (decisions.md #4), so an idle or slow peer delays nobody. It
 passes each accepted socket (``SCM_RIGHTS``) to a worker process that is waiting for one; a worker serves
 one association at a time, then tells the supervisor it is ready again (and after
-:data:`WORKER_LIFETIME` associations it exits and is replaced). Forking a Python process costs several
+:data:`~qrscp.server.worker.WORKER_LIFETIME` associations it exits and is replaced). Forking a Python process costs several
 milliseconds here, so workers are forked ahead of time (:data:`SPARE_WORKERS`) and reused, which keeps
 fork off the association's path; a worker that dies takes only its own association with it.
 
@@ -27,16 +27,17 @@ from dataclasses import dataclass
 
 import psutil
 
-from qrscp.config import config_file as config_module
 from qrscp import log
-from qrscp.archive import storage_area as database
-from qrscp.net import pdu
-from qrscp.server import association_handler as worker
-from qrscp.config.association_profiles import Profile
 from qrscp.archive.journal import WriteJournal
+from qrscp.config import config_file
+from qrscp.config.association_profiles import Profile
+from qrscp.config.config_file import Config
+from qrscp.config.options import Options
+from qrscp.net import pdu
+from qrscp.server import association_handler, worker
+from qrscp.server.context import ServerContext
 from qrscp.server.policy import AssociationPolicy
 from qrscp.server.scoreboard import Scoreboard
-from qrscp.server.association_handler import Server
 
 LOG = log.get_logger(log.DB)
 APP_LOG = log.get_logger(log.APP)
@@ -47,10 +48,6 @@ SHUTDOWN_GRACE = 30.0
 SPARE_WORKERS = 2
 #: Idle workers beyond this many are let go.
 MAX_IDLE_WORKERS = 4
-#: Associations a worker serves before it exits and is replaced (bounds any slow growth).
-WORKER_LIFETIME = 1000
-
-_READY = b"R"
 
 
 @dataclass(eq=False)
@@ -81,8 +78,8 @@ def notify_systemd(message: str) -> None:
 class Supervisor:
     """The accept loop of one server run."""
 
-    def __init__(self, server: Server, listener: socket.socket) -> None:
-        self.server = server
+    def __init__(self, context: ServerContext, listener: socket.socket) -> None:
+        self.context = context
         self.listener = listener
         self.workers: dict[int, WorkerHandle] = {}
         self.generation = 0  # bumped by a configuration reload: older workers retire
@@ -92,7 +89,7 @@ class Supervisor:
         os.set_blocking(self._wakeup_read, False)
         os.set_blocking(self._wakeup_write, False)
         supervisor_pid = os.getpid()
-        self.server.request_shutdown = lambda: os.kill(supervisor_pid, signal.SIGUSR1)
+        self.context.request_shutdown = lambda: os.kill(supervisor_pid, signal.SIGUSR1)
 
     # -- signals -----------------------------------------------------------------------------------
 
@@ -109,7 +106,7 @@ class Supervisor:
             stops.append(signal.SIGINT)
         for signum in stops:
             signal.signal(signum, self._on_signal)
-        if not self.server.options.single_process:
+        if not self.context.options.single_process:
             signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
@@ -118,7 +115,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; the exit code (0)."""
         self._install_signals()
-        forking = not self.server.options.single_process
+        forking = not self.context.options.single_process
         if forking:
             self._replenish()
         notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
@@ -142,8 +139,8 @@ class Supervisor:
             for handle in list(self.workers.values()):  # busy ones finish their association first
                 self._retire(handle)
             self._wait_for_children()
-            if self.server.scoreboard is not None:
-                self.server.scoreboard.close()
+            if self.context.scoreboard is not None:
+                self.context.scoreboard.close()
         return 0
 
     def _wait(self) -> tuple[socket.socket, tuple] | None:
@@ -177,14 +174,14 @@ class Supervisor:
             message = handle.channel.recv(16)
         except OSError:
             message = b""
-        if message.endswith(_READY) and handle.generation == self.generation:
+        if message.endswith(worker.READY) and handle.generation == self.generation:
             handle.busy = False
         else:
             self._retire(handle)
 
     def _serve_inline(self, sock: socket.socket, address: tuple) -> None:
         try:
-            worker.handle_connection(sock, address, self.server)
+            association_handler.handle_connection(sock, address, self.context)
         except Exception:  # a bug must not end a server that runs forever
             LOG.exception("association ended by an internal error")
             sock.close()
@@ -202,7 +199,7 @@ class Supervisor:
                     sock.send(pdu.encode_associate_rj(2, 3, 2))
                     return
                 try:
-                    socket.send_fds(handle.channel, [f"{address[0]}\n{address[1]}".encode()], [sock.fileno()])
+                    worker.hand_over(handle.channel, sock, address)
                     handle.busy = True
                     return
                 except OSError:  # that worker is gone: retire it and try the next
@@ -231,7 +228,7 @@ class Supervisor:
             self._retire(handle)
 
     def _fork_worker(self) -> WorkerHandle | None:
-        scoreboard = self.server.scoreboard
+        scoreboard = self.context.scoreboard
         assert scoreboard is not None
         slot = scoreboard.claim()
         if slot is None:
@@ -241,53 +238,17 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            self._run_worker(theirs, slot)
+            signal.set_wakeup_fd(-1)
+            for inherited in (self.listener, *(handle.channel for handle in self.workers.values())):
+                inherited.close()
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+            worker.run(theirs, slot, self.context)
         theirs.close()
         scoreboard.assign(slot, pid)
         handle = WorkerHandle(pid, ours, self.generation)
         self.workers[pid] = handle
         return handle
-
-    def _run_worker(self, channel: socket.socket, slot: int) -> None:
-        """In a forked worker: serve the connections the supervisor sends, one at a time; never returns."""
-        status = 0
-        try:
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            self.listener.close()
-            os.close(self._wakeup_read)
-            os.close(self._wakeup_write)
-            for handle in self.workers.values():
-                handle.channel.close()
-            scoreboard = self.server.scoreboard
-            for remaining in range(WORKER_LIFETIME - 1, -1, -1):
-                message, fds, _flags, _address = socket.recv_fds(channel, 256, 1)
-                if not fds:  # the supervisor closed the channel: retire
-                    break
-                host, port = message.decode().split("\n")
-                try:
-                    worker.handle_connection(socket.socket(fileno=fds[0]), (host, int(port)), self.server, slot)
-                except Exception:  # a bug must end only this association
-                    LOG.exception("association ended by an internal error")
-                finally:
-                    scoreboard.mark_idle(slot)
-                if not remaining:  # retire without announcing readiness: no connection can be lost
-                    break
-                try:
-                    channel.sendall(_READY)
-                except OSError:  # the supervisor retired us (stop or reload) while we were busy
-                    break
-        except BaseException:
-            LOG.exception("worker ended by an internal error")
-            status = 1
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(status)
 
     def _reap(self) -> None:
         while True:
@@ -300,8 +261,8 @@ class Supervisor:
             handle = self.workers.pop(pid, None)
             if handle is not None:
                 handle.channel.close()
-            if self.server.scoreboard is not None:
-                self.server.scoreboard.release_pid(pid)
+            if self.context.scoreboard is not None:
+                self.context.scoreboard.release_pid(pid)
             if os.WIFSIGNALED(status):
                 LOG.error("worker %d killed by signal %s: its association, if any, was lost", pid,
                           signal.Signals(os.WTERMSIG(status)).name)
@@ -339,24 +300,23 @@ class Supervisor:
     def _reload_config(self) -> None:
         """SIGHUP: read the configuration file again; keep the old one if the new one is bad."""
         self._reload = False
-        path = self.server.options.config_file
+        path = self.context.options.config_file
         try:
-            new_config = config_module.load(path)
-        except config_module.ConfigFileError as error:
+            new_config = config_file.load(path)
+        except config_file.ConfigFileError as error:
             APP_LOG.error("%s (keeping the previous configuration)", error)
             return
-        policy = AssociationPolicy(self.server.options, new_config, self.server.policy.incoming_profile)
-        self.server = dataclasses.replace(self.server, config=new_config, policy=policy)
+        policy = AssociationPolicy(self.context.options, new_config, self.context.policy.incoming_profile)
+        self.context = dataclasses.replace(self.context, config=new_config, policy=policy)
         self.generation += 1
         self._dismiss_idle()  # forked with the old configuration; busy ones retire when they are done
         APP_LOG.info("re-read configuration file %s", path)
 
 
-def make_server(options, config, profiles: tuple[Profile, Profile] | None = None) -> Server:
+def make_context(options: Options, config: Config, profiles: tuple[Profile, Profile] | None = None) -> ServerContext:
     """The shared state of a server run (``profiles``: the ``-xf`` incoming and outgoing profiles)."""
     incoming, outgoing = profiles or (None, None)
-    scoreboard = None if options.single_process else Scoreboard()
-    if not options.single_process:
-        database.share_writes(WriteJournal())
-    return Server(options=options, config=config, policy=AssociationPolicy(options, config, incoming),
-                  scoreboard=scoreboard, outgoing_profile=outgoing)
+    forking = not options.single_process
+    return ServerContext(options=options, config=config, policy=AssociationPolicy(options, config, incoming),
+                         scoreboard=Scoreboard() if forking else None, journal=WriteJournal() if forking else None,
+                         outgoing_profile=outgoing)

@@ -1,76 +1,71 @@
-"""The Query service (C-FIND SCP, ref §3): match the index, answer one pending response per entity.
+"""The Query service (C-FIND SCP, ref §3): one pending response per matching entity, then the final one.
 
-The index is read once, under a shared lock that is released before the first response goes out
-(decisions.md #2/#3: no lock is held while waiting on the network); responses are then produced one by
-one, and a C-CANCEL-RQ is looked for before each of them.
+The :class:`FindHandler` matches the index before the first response goes out and holds no lock while
+the responses are sent (decisions #2/#3); :func:`find_responses` is a generator, and a C-CANCEL-RQ is
+looked for before each response it yields.
 """
 from __future__ import annotations
 
 import logging
-from typing import Iterator
-
-from pydicom.dataset import Dataset
+from collections.abc import Iterator
 
 from qrscp import log
-from qrscp.dicom import dump as datasetdump
-from qrscp.dicom import identifiers as datasets
-from qrscp.net import dimse
-from qrscp.archive import matching
+from qrscp.dicom import dump, identifiers, uids
+from qrscp.dicom.identifiers import Identifier
 from qrscp.dicom.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
+from qrscp.net import dimse
+from qrscp.services.interfaces import FindHandler, RequestFailed
+from qrscp.services.session import Session
 
 LOG = log.get_logger(log.DB)
 
 
-
-def find_responses(session, identifier: Dataset, sop_class_uid: str) -> Iterator[tuple[int, Dataset | None]]:
+def find_responses(handler: FindHandler, identifier: Identifier,
+                   sop_class_uid: str) -> Iterator[tuple[int, Identifier | None]]:
     """Yield (status, identifier) for every response to a C-FIND, the final one last."""
-    model = matching.FIND_MODELS.get(sop_class_uid)
-    if model is None:
+    if sop_class_uid not in uids.FIND_MODELS:
         yield SOP_CLASS_NOT_SUPPORTED, None
         return
     try:
-        query = matching.parse_find(identifier, model, session.options.check_find)
-        columns = session.area.read_columns(query.fields())
-        rows = matching.find_matches(query, columns)
-    except matching.QueryError as error:
-        if error.log_level is not None:
-            LOG.log(error.log_level, "%s", error)
-        LOG.error("findSCP: Database: startFindRequest Failed (%s):", dimse.status_name(dimse.C_FIND_RQ, error.status))
-        yield error.status, None
+        matches = handler.find(sop_class_uid, identifier)
+    except RequestFailed as failure:
+        if failure.log_level is not None:
+            LOG.log(failure.log_level, "%s", failure)
+        LOG.error("findSCP: Database: startFindRequest Failed (%s):",
+                  dimse.status_name(dimse.C_FIND_RQ, failure.status))
+        yield failure.status, None
         return
-    retrieve_ae_title = session.association.called_ae_title
-    policy = session.server.charset_policy
-    for row in rows:
-        yield PENDING, matching.find_response(query, columns, row, retrieve_ae_title, policy)
+    for response in matches:
+        yield PENDING, response
     yield SUCCESS, None
 
 
-def handle_find(session, context_id: int, request: dimse.Command) -> None:
+def handle_find(session: Session, context_id: int, request: dimse.Command) -> None:
     """Serve one C-FIND-RQ."""
     association = session.association
-    context = association.contexts[context_id]
+    transfer_syntax = association.contexts[context_id].transfer_syntax
     message_id = request.get("MessageID", 0)
     if LOG.isEnabledFor(logging.INFO):
         LOG.info("Received Find SCP:\n%s", dimse.dump(request, incoming=True))
-    data = association.receive_dataset_bytes(context_id, session.options.dimse_timeout)
+    data = association.receive_dataset_bytes(context_id, session.dimse_timeout)
     try:
-        identifier = datasets.decode_identifier(data, context.transfer_syntax)
+        identifier = identifiers.decode_identifier(data, transfer_syntax)
     except ValueError as error:
         LOG.error("findSCP: %s", error)
-        responses: Iterator[tuple[int, Dataset | None]] = iter([(UNABLE_TO_PROCESS, None)])
+        responses: Iterator[tuple[int, Identifier | None]] = iter([(UNABLE_TO_PROCESS, None)])
     else:
         if LOG.isEnabledFor(logging.INFO):
-            LOG.info("Find SCP Request Identifiers:\n%s", datasetdump.dump(data, context.transfer_syntax))
-        responses = find_responses(session, identifier, request.get("AffectedSOPClassUID", ""))
+            LOG.info("Find SCP Request Identifiers:\n%s", dump.dump(data, transfer_syntax))
+        responses = find_responses(session.find, identifier, request.get("AffectedSOPClassUID", ""))
     for number, (status, response_identifier) in enumerate(responses, start=1):
         if association.cancel_requested(message_id):
             status, response_identifier = CANCEL, None
         LOG.info("Find SCP Response %d [status: %s]", number, dimse.status_name(dimse.C_FIND_RQ, status))
         dataset = None
         if response_identifier is not None:
-            dataset = datasets.encode_identifier(response_identifier, context.transfer_syntax)
+            dataset = identifiers.encode_identifier(response_identifier, transfer_syntax)
             if LOG.isEnabledFor(logging.DEBUG):
-                LOG.debug("Find SCP Response Identifiers:\n%s", datasetdump.dump(dataset, context.transfer_syntax))
+                LOG.debug("Find SCP Response Identifiers:\n%s", dump.dump(dataset, transfer_syntax))
         session.send(context_id, dimse.response(request, status), dataset)
         if status != PENDING:
             return

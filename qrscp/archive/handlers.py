@@ -1,0 +1,199 @@
+"""A storage area behind the services' narrow interfaces (:mod:`qrscp.services.interfaces`).
+
+As Orthanc's ``OrthancStoreRequestHandler``, ``OrthancFindRequestHandler`` and
+``OrthancMoveRequestHandler`` serve its DICOM network layer from its archive, these classes serve the
+Storage, Query and Retrieve services from one :class:`StorageArea`: they hold the locks, read the index
+and write files, so that the services never do.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from qrscp import log
+from qrscp.archive import locking, matching
+from qrscp.archive.index_values import IndexValues, read_index_values
+from qrscp.archive.storage_area import DatabaseError, StorageArea
+from qrscp.dicom import fileformat
+from qrscp.dicom.charset import CharsetPolicy
+from qrscp.dicom.fileformat import OutputFormat, StoredFile
+from qrscp.dicom.identifiers import Identifier
+from qrscp.dicom.status import OUT_OF_RESOURCES, UNABLE_TO_PROCESS
+from qrscp.services.interfaces import Instance, RequestFailed, StoreRequest
+
+LOG = log.get_logger(log.DB)
+
+_SOP_INSTANCE_UID = 0x00080018
+
+
+def _request_failed(error: matching.QueryError) -> RequestFailed:
+    return RequestFailed(error.status, str(error), error.log_level)
+
+
+# -- storage --------------------------------------------------------------------------------------------
+
+class _ImageFile:
+    """A new image file of the area receiving one data set (the services' ``StoreTarget``).
+
+    Without a conversion the data set goes straight into the file behind its meta information; with one
+    (an output option such as ``+te``) it is kept until complete, then converted and written.
+    """
+
+    def __init__(self, area: StorageArea, output_format: OutputFormat, request: StoreRequest,
+                 path: str, fd: int) -> None:
+        self.area = area
+        self.output_format = output_format
+        self.request = request
+        self.path = path
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._converting = output_format.needs_conversion(request.transfer_syntax)
+        self._parts: list[bytes] = []
+        self._error: OSError | None = None
+        self._values: IndexValues | None = None
+        if not self._converting and output_format.write_file:
+            self._write(self._meta(request.transfer_syntax))
+
+    def _meta(self, transfer_syntax: str) -> bytes:
+        request = self.request
+        return fileformat.file_meta(request.sop_class_uid, request.sop_instance_uid, transfer_syntax,
+                                    request.calling_ae_title)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._error is None:
+            try:
+                self._file.write(data)
+            except OSError as error:   # a full disk: the rest of the data set is swallowed
+                self._error = error
+
+    def write(self, data: memoryview) -> None:
+        if self._converting:
+            self._parts.append(bytes(data))
+        else:
+            self._write(data)
+
+    def _convert(self) -> None:
+        fmt = self.output_format
+        received = self.request.transfer_syntax
+        meta = self._meta(fmt.target_syntax(received)) if fmt.write_file else b""
+        try:
+            data, _ = fileformat.convert_dataset(b"".join(self._parts), received, fmt, len(meta))
+        except ValueError as error:
+            raise RequestFailed(UNABLE_TO_PROCESS, str(error)) from error
+        finally:
+            self._parts.clear()
+        self._write(meta)
+        self._write(data)
+
+    def finish(self) -> tuple[str, str]:
+        try:
+            if self._converting:
+                self._convert()
+            try:
+                self._file.close()
+            except OSError as error:
+                self._error = self._error or error
+            if self._error is not None:
+                LOG.error("storescp: Cannot write image file: %s", self._error)
+                raise RequestFailed(OUT_OF_RESOURCES, str(self._error))
+        finally:
+            self._file.close()
+        try:
+            self._values = read_index_values(self.path)
+        except Exception as error:  # whatever the parser makes of a broken data set
+            LOG.error("Bad image file: %s (%s)", self.path, error)
+            raise RequestFailed(UNABLE_TO_PROCESS, str(error)) from error
+        return self._values.sop_class_uid, self._values.sop_instance_uid
+
+    def commit(self) -> None:
+        assert self._values is not None, "commit() before finish()"
+        try:
+            self.area.register(self.path, self.request.sop_class_uid, self._values)
+        except DatabaseError as error:
+            raise RequestFailed(error.status, str(error)) from error
+
+    def abandon(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            self.area.prune_invalid_records()
+        except Exception as error:  # pruning is housekeeping: never mask the store's own outcome
+            LOG.error("storeSCP: pruning the index failed: %s", error)
+
+
+class AreaStoreHandler:
+    """C-STORE into a storage area: a new image file for each data set, registered once it checks out."""
+
+    def __init__(self, area: StorageArea, output_format: OutputFormat, writable: bool) -> None:
+        self.area = area
+        self.output_format = output_format
+        self.writable = writable
+
+    def begin(self, request: StoreRequest) -> _ImageFile:
+        try:
+            path, fd = self.area.create_image_file(request.sop_class_uid)
+        except OSError as error:
+            LOG.error("storeSCP: cannot create image file: %s", error)
+            raise RequestFailed(OUT_OF_RESOURCES, str(error)) from error
+        return _ImageFile(self.area, self.output_format, request, path, fd)
+
+
+# -- query ----------------------------------------------------------------------------------------------
+
+class AreaFindHandler:
+    """C-FIND over a storage area's index (ref §3): matched under the shared lock, answered after it."""
+
+    def __init__(self, area: StorageArea, check_find: bool, charset_policy: CharsetPolicy,
+                 retrieve_ae_title: str) -> None:
+        self.area = area
+        self.check_find = check_find
+        self.charset_policy = charset_policy
+        self.retrieve_ae_title = retrieve_ae_title
+
+    def find(self, sop_class_uid: str, identifier: Identifier) -> Iterator[Identifier]:
+        try:
+            query = matching.parse_find(identifier, matching.FIND_MODELS[sop_class_uid], self.check_find)
+            columns = self.area.read_columns(query.fields())
+            rows = matching.find_matches(query, columns)
+        except matching.QueryError as error:
+            raise _request_failed(error) from error
+        return (matching.find_response(query, columns, row, self.retrieve_ae_title, self.charset_policy)
+                for row in rows)
+
+
+# -- retrieval ------------------------------------------------------------------------------------------
+
+class AreaRetrieveHandler:
+    """C-MOVE and C-GET over a storage area: the matching records, and their files read under a shared
+    file lock (ref §2.3)."""
+
+    def __init__(self, area: StorageArea, check_move: bool) -> None:
+        self.area = area
+        self.check_move = check_move
+
+    def match(self, sop_class_uid: str, identifier: Identifier) -> list[Instance]:
+        model = matching.MOVE_MODELS.get(sop_class_uid) or matching.GET_MODELS[sop_class_uid]
+        try:
+            query = matching.parse_retrieve(identifier, model, self.check_move)
+        except matching.QueryError as error:
+            raise _request_failed(error) from error
+        fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))
+        columns = self.area.read_columns(fields)
+        filenames, classes, instances = columns["filename"], columns["sop_class_uid"], columns[_SOP_INSTANCE_UID]
+        return [Instance(classes[row].decode("ascii", "replace"), instances[row].decode("ascii", "replace"),
+                         filenames[row].decode("utf-8", "surrogateescape"))
+                for row in matching.retrieve_matches(query, columns)]
+
+    @contextmanager
+    def open(self, instance: Instance) -> Iterator[tuple[StoredFile, bytes]]:
+        with locking.image_for_reading(instance.location) as fd:
+            with os.fdopen(os.dup(fd), "rb") as file:
+                content = file.read()
+            stored = fileformat.read_stored_file(instance.location, content)
+            yield stored, content[stored.dataset_offset:]

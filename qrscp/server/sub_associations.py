@@ -1,0 +1,51 @@
+"""The sub-associations of C-MOVE (ref §6.4): what they propose and how they are requested."""
+from __future__ import annotations
+
+from qrscp.config.association_profiles import Profile
+from qrscp.config.options import Options
+from qrscp.net import acse
+from qrscp.net.association import Association
+from qrscp.net.pdu import PresentationContextRQ
+from qrscp.services.interfaces import Destination, Instance, SubAssociationFailed
+
+#: DCMTK proposes its sub-associations with this maximum PDU length (ref §6.4).
+SUB_ASSOCIATION_MAX_PDU = 16384
+#: Presentation context IDs are odd numbers up to 255.
+MAX_CONTEXTS = 128
+
+
+class SubAssociationRequester:
+    """Requests the sub-associations of one association's C-MOVEs; they call as its called AE title."""
+
+    def __init__(self, options: Options, outgoing_profile: Profile | None, calling_ae_title: str) -> None:
+        self.options = options
+        self.outgoing_profile = outgoing_profile
+        self.calling_ae_title = calling_ae_title
+
+    def proposed_contexts(self, instances: list[Instance]) -> list[PresentationContextRQ]:
+        """One context per SOP class of ``instances`` with the ``-x`` transfer syntaxes (decisions: the
+        reference proposes a fixed list); with ``-xf`` the outgoing profile's contexts, in its order."""
+        profile = self.outgoing_profile
+        if profile is not None:
+            return [PresentationContextRQ(2 * number + 1, sop_class, list(syntaxes))
+                    for number, (sop_class, syntaxes) in enumerate(profile.contexts[:MAX_CONTEXTS])]
+        classes = list(dict.fromkeys(instance.sop_class_uid for instance in instances))[:MAX_CONTEXTS]
+        transfer_syntaxes = list(self.options.outgoing_ts)
+        return [PresentationContextRQ(2 * number + 1, sop_class, transfer_syntaxes)
+                for number, sop_class in enumerate(classes)]
+
+    def request(self, destination: Destination, instances: list[Instance]) -> Association:
+        options = self.options
+        try:
+            return acse.request_association(
+                destination.host, destination.port, calling_ae_title=self.calling_ae_title,
+                called_ae_title=destination.ae_title, contexts=self.proposed_contexts(instances),
+                max_receive_pdu=SUB_ASSOCIATION_MAX_PDU, connect_timeout=options.connect_timeout,
+                acse_timeout=options.acse_timeout,
+                roles=self.outgoing_profile.roles if self.outgoing_profile else None)
+        except OSError as error:
+            if error.strerror:   # as DCMTK words a failed connect
+                raise SubAssociationFailed(f"0006:031c TCP Initialization Error: {error.strerror}") from error
+            raise SubAssociationFailed(str(error)) from error
+        except (acse.AssociationRejected, acse.AssociationFailed) as error:
+            raise SubAssociationFailed(str(error)) from error
