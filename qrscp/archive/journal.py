@@ -10,13 +10,12 @@ the cache is rebuilt from the file as before.
 """
 from __future__ import annotations
 
-import fcntl
 import mmap
-import os
 import struct
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
+
+from qrscp.archive.locking import ProcessSharedLock
 
 #: seq, device, inode, size and mtime_ns before, size and mtime_ns after, slot count, up to 16 slots
 _ENTRY = struct.Struct("<QQQQqQqI16I")
@@ -40,16 +39,7 @@ class WriteJournal:
     def __init__(self, entries: int = 4096) -> None:
         self.entries = entries
         self._map = mmap.mmap(-1, _HEADER.size + entries * _ENTRY.size, flags=mmap.MAP_SHARED)
-        self._shared_fd, path = tempfile.mkstemp(prefix="qrscp-journal-")
-        os.unlink(path)  # reopened through /proc by each process, for a lock of its own
-        self._lock_fd = -1
-        self._lock_pid = 0
-
-    def _lock(self) -> int:
-        if self._lock_pid != os.getpid():
-            self._lock_fd = os.open(f"/proc/self/fd/{self._shared_fd}", os.O_RDWR | os.O_CLOEXEC)
-            self._lock_pid = os.getpid()
-        return self._lock_fd
+        self._lock = ProcessSharedLock("qrscp-journal-")
 
     def last_seq(self) -> int:
         """The sequence number of the newest entry (0 before the first)."""
@@ -59,9 +49,7 @@ class WriteJournal:
                slots: Collection[int]) -> int:
         """Append a write of the index ``file_id`` (device, inode); its sequence number. More than
         :data:`MAX_SLOTS` slots are recorded as "too many", which makes readers rebuild."""
-        fd = self._lock()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
+        with self._lock.held():
             seq = self.last_seq() + 1
             listed = sorted(slots)[:MAX_SLOTS] if len(slots) <= MAX_SLOTS else []
             count = len(slots) if len(slots) <= MAX_SLOTS else MAX_SLOTS + 1
@@ -69,8 +57,6 @@ class WriteJournal:
                              *before, *after, count, *listed, *([0] * (MAX_SLOTS - len(listed))))
             _HEADER.pack_into(self._map, 0, seq)
             return seq
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def writes_since(self, seq: int, file_id: tuple[int, int]) -> list[Write] | None:
         """The writes of ``file_id`` after ``seq``, oldest first; None if some are no longer in the ring

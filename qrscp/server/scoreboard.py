@@ -7,13 +7,13 @@ worker in an anonymous shared memory mapping inherited through ``fork``, read an
 """
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import struct
-import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Iterator
+
+from qrscp.archive.locking import ProcessSharedLock
 
 FREE, WAITING, ACCEPTED = 0, 1, 2  # WAITING: a worker with no accepted association
 
@@ -26,12 +26,7 @@ class Scoreboard:
     def __init__(self, size: int = 1024) -> None:
         self.size = size
         self._map = mmap.mmap(-1, size * _SLOT.size, flags=mmap.MAP_SHARED)
-        # the lock file is unlinked at once (nothing is left behind, whatever ends the server); each
-        # process reopens it through /proc, which gives it its own open file description to flock
-        self._shared_fd, path = tempfile.mkstemp(prefix="qrscp-scoreboard-")
-        os.unlink(path)
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
+        self._lock = ProcessSharedLock("qrscp-scoreboard-")
 
     def _slots(self) -> Iterator[tuple[int, int, int, bool, str]]:
         """(index, pid, state, has storage, called AE title) of every slot, in one pass over the table."""
@@ -61,17 +56,9 @@ class Scoreboard:
             if slot_pid == pid:
                 self._write(index, 0, FREE)
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> AbstractContextManager[None]:
         """Exclusive access across processes (for check-then-mark sequences)."""
-        if self._lock_fd is None or self._lock_pid != os.getpid():
-            self._lock_fd = os.open(f"/proc/self/fd/{self._shared_fd}", os.O_RDWR | os.O_CLOEXEC)
-            self._lock_pid = os.getpid()
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return self._lock.held()
 
     def accepted_count(self, exclude: int) -> int:
         """Associations accepted by other workers (call under :meth:`locked`)."""
@@ -93,4 +80,4 @@ class Scoreboard:
 
     def close(self) -> None:
         """Supervisor, at exit: release the lock file."""
-        os.close(self._shared_fd)
+        self._lock.close()
