@@ -25,18 +25,29 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import Server, free_port, needs_dcmtk, wait_for_port
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
-
-from conftest import Server, free_port, needs_dcmtk, wait_for_port
 from test_hostile import (
-    SUCCESS, RawPeer, assert_healthy, associate_rq, dataset_bytes, echo_ok, files_under, find_uids, indexed_uids,
-    instance, log_size, store, store_request,
+    SUCCESS,
+    RawPeer,
+    assert_healthy,
+    associate_rq,
+    dataset_bytes,
+    echo_ok,
+    files_under,
+    find_uids,
+    indexed_uids,
+    instance,
+    log_size,
+    store,
+    store_request,
 )
 from test_retrieve import StorageSCP
-from qrscp.net import pdu
+
 from qrscp.dicom import uids
+from qrscp.net import pdu
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]
 

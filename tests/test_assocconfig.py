@@ -17,14 +17,29 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import Server, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, simple_config, run_qrscp
+from conftest import (
+    Server,
+    dcmtk,
+    dcmtk_env,
+    free_port,
+    needs_dcmtk,
+    run_dcmtk,
+    run_qrscp,
+    simple_config,
+)
 from corpus import make_ct, write_instance
+
 from qrscp.config import association_profiles as assocconfig
-from qrscp.net import pdu
-from qrscp.config.association_profiles import (AssocConfigError, Profile, RoleAnswer, accepted_role, accepted_transfer_syntax,
-                               load_profiles)
+from qrscp.config.association_profiles import (
+    AssocConfigError,
+    Profile,
+    RoleAnswer,
+    accepted_role,
+    accepted_transfer_syntax,
+    load_profiles,
+)
 from qrscp.dicom.uids import UID_BY_DCMTK_NAME
+from qrscp.net import pdu
 
 LEI = "1.2.840.10008.1.2"
 LEE = "1.2.840.10008.1.2.1"

@@ -14,14 +14,12 @@ import time
 
 import psutil
 import pytest
+from conftest import Server, echoscu, needs_dcmtk, simple_config
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from conftest import Server, echoscu, needs_dcmtk, simple_config
-from qrscp.net import acse
-from qrscp.net import dimse
-from qrscp.net import pdu
 from qrscp.dicom import uids
+from qrscp.net import acse, dimse, pdu
 from qrscp.net.pdu import PresentationContextRQ, pdv_header
 
 pytestmark = needs_dcmtk

@@ -10,15 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import HAVE_DCMTK, ROOT, dcmtk, dcmtk_env, needs_dcmtk
 
 SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from benchlib.corpus import SMALL_CT, Corpus  # noqa: E402
-from benchlib.prefill import (INDEX_HEADER_SIZE, RECORD_SIZE, RECORDS_OFFSET,  # noqa: E402
-                              STUDY_DESCRIPTOR_SIZE, STUDY_DESCRIPTORS, build_index)
+from benchlib.prefill import (  # noqa: E402
+    INDEX_HEADER_SIZE,
+    RECORD_SIZE,
+    RECORDS_OFFSET,
+    STUDY_DESCRIPTOR_SIZE,
+    STUDY_DESCRIPTORS,
+    build_index,
+)
 from benchlib.scenarios import MODES, make_machine_rows, make_rows  # noqa: E402
 
 #: Bytes of an index.dat that legitimately differ between two builds (ref §1.3, §1.5): each study

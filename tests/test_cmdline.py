@@ -22,8 +22,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qrscp import __version__
-from qrscp.cli.cmdline import (LONG_MAX, CommandLine, CommandLineError, ParamMode, ParseStatus, is_option,
-                           scan_signed, scan_unsigned, split_command_file)
+from qrscp.cli.cmdline import (
+    LONG_MAX,
+    CommandLine,
+    CommandLineError,
+    ParamMode,
+    ParseStatus,
+    is_option,
+    scan_signed,
+    scan_unsigned,
+    split_command_file,
+)
 from qrscp.cli.command_lines import DcmqridxOptions, parse_args, parse_dcmqridx_args
 from qrscp.config.options import Options
 

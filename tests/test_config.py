@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import (
+    ROOT,
+    dcmtk,
+    dcmtk_env,
+    free_port,
+    needs_dcmtk,
+    run_qrscp,
+    wait_for_port,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_qrscp, wait_for_port
 from qrscp.config.config_file import AEEntry, Config, ConfigFileError, Peer, load, parse
 
 SHIPPED = ROOT / "dcmqrscp.cfg"

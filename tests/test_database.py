@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import dcmtk as dcmtk_path
 from conftest import dcmtk_env, needs_dcmtk, run_dcmtk
-from qrscp import log
-from qrscp.archive import storage_area as database
-from qrscp.archive import index
-from qrscp.archive.storage_area import DatabaseError, QuotaExceeded, StorageArea
-from qrscp.archive.index_values import read_index_values
 from test_index import instance
+
+from qrscp import log
+from qrscp.archive import index
+from qrscp.archive import storage_area as database
+from qrscp.archive.index_values import read_index_values
+from qrscp.archive.storage_area import DatabaseError, QuotaExceeded, StorageArea
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -10,12 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_files
-
 from conftest import needs_dcmtk, run_dcmtk, run_qrscp
+from pydicom.data import get_testdata_files
+from test_index import (
+    DEFLATED,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    Encoder,
+    dicom_file,
+    instance,
+    value_rules_dataset,
+)
+
 from qrscp.archive import index
-from test_index import DEFLATED, EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, Encoder, dicom_file, instance, \
-    value_rules_dataset
 
 pytestmark = needs_dcmtk
 

@@ -23,21 +23,38 @@ from typing import Callable, Iterator
 
 import psutil
 import pytest
+from conftest import Server, needs_dcmtk, run_qrscp, simple_config
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
-
-from conftest import Server, needs_dcmtk, run_qrscp, simple_config
 from test_hostile import (
-    CT_CONTEXT, FIND_CONTEXT, MOVE_CONTEXT, REFUSED_OUT_OF_RESOURCES, SUCCESS, RawPeer, ServerEnded,
-    assert_healthy, dataset_bytes, echo_ok, find_uids, identifier, index_problems, indexed_uids, instance,
-    log_size, query_request, server_processes, store, store_request, worker_serving,
+    CT_CONTEXT,
+    FIND_CONTEXT,
+    MOVE_CONTEXT,
+    REFUSED_OUT_OF_RESOURCES,
+    SUCCESS,
+    RawPeer,
+    ServerEnded,
+    assert_healthy,
+    dataset_bytes,
+    echo_ok,
+    find_uids,
+    identifier,
+    index_problems,
+    indexed_uids,
+    instance,
+    log_size,
+    query_request,
+    server_processes,
+    store,
+    store_request,
+    worker_serving,
 )
 from test_retrieve import StorageSCP
-from qrscp.net import dimse
+
 from qrscp.archive import index
-from qrscp.net import pdu
-from qrscp.dicom import uids
 from qrscp.archive.storage_area import StorageArea
+from qrscp.dicom import uids
+from qrscp.net import dimse, pdu
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]
 

@@ -14,14 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from conftest import needs_dcmtk, run_dcmtk
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from conftest import needs_dcmtk, run_dcmtk
-from qrscp.dicom import fileformat
-from qrscp.dicom import uids
-from qrscp.dicom.fileformat import OutputFormat, StoredFile, convert_dataset, dataset_for_transfer, read_stored_file
+from qrscp.dicom import conversion, fileformat, uids
+from qrscp.dicom.conversion import OutputFormat, StoredInstance
+from qrscp.dicom.elements import SWAP_WIDTH, Encoding, swap
+from qrscp.dicom.fileformat import StoredFile, read_stored_file
+from qrscp.dicom.inflate import inflate
+from qrscp.dicom.reader import BytesSource, read_dataset
 
 LEI, LEE, BEE, DEFLATED = (uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_LE, uids.EXPLICIT_VR_BE,
                            uids.DEFLATED_EXPLICIT_VR_LE)
@@ -54,6 +57,22 @@ def stored(name: str) -> tuple[StoredFile, bytes]:
     return info, Path(path).read_bytes()[offset:]
 
 
+def convert_dataset(data: bytes, received: str, fmt: OutputFormat, meta_length: int = 0) -> tuple[bytes, str]:
+    """The received data set ``data`` (deflated if ``received`` is) as a store with ``fmt`` writes it, and
+    its transfer syntax."""
+    if received == DEFLATED:
+        data = inflate(data, 1 << 30)
+    parts: list[bytes] = []
+    target = conversion.convert(BytesSource(data), 0, received, fmt, parts.append, meta_length)
+    return b"".join(parts), target
+
+
+def transfer(path: str | Path, target: str) -> bytes:
+    """The data set of the file ``path`` as a retrieve sends it to a peer that accepted ``target``."""
+    with open(path, "rb") as file:
+        return StoredInstance(read_stored_file(str(path), file), file, 1 << 30).dataset(target)
+
+
 def decode(data: bytes, transfer_syntax: str) -> Dataset:
     """``data`` decoded by pydicom (behind a meta header naming ``transfer_syntax``)."""
     return dcmread(io.BytesIO(fileformat.file_meta(SC_IMAGE, "1.2.3", transfer_syntax, "") + data))
@@ -61,9 +80,9 @@ def decode(data: bytes, transfer_syntax: str) -> Dataset:
 
 def little_endian_value(element, little: bool):
     """The element's value, with raw binary values (OW, OF, ...: bytes in pydicom) in little endian order."""
-    width = fileformat._SWAP_WIDTH.get(element.VR)
+    width = SWAP_WIDTH.get(element.VR)
     if width and not little and isinstance(element.value, bytes):
-        return fileformat._swap(element.value, width)
+        return swap(element.value, width)
     return element.value
 
 
@@ -79,8 +98,8 @@ def content(dataset: Dataset) -> dict[int, object]:
         raw = dataset.get_item(tag)
         value = raw.value.encode("latin-1") if isinstance(raw.value, str) else raw.value or b""
         if tag.is_private and not tag.is_private_creator and raw.VR != "SQ" and isinstance(value, bytes):
-            width = fileformat._SWAP_WIDTH.get(raw.VR or "UN")
-            result[tag] = (value if little or not width else fileformat._swap(value, width)).rstrip(b" \0")
+            width = SWAP_WIDTH.get(raw.VR or "UN")
+            result[tag] = (value if little or not width else swap(value, width)).rstrip(b" \0")
             continue
         element = dataset[tag]
         if element.VR == "SQ":
@@ -362,7 +381,7 @@ def test_string_values_are_written_as_dcmtk_does():
                        (0x00080050, "SH", b"    "), (0x00080070, "LO", b"ABC"), (0x00080080, "LO", b"AB  "),
                        (0x00100010, "PN", b"A^B "), (0x00101010, "AS", b"A\0"))
     converted, _ = convert_dataset(data, LEE, OutputFormat(write_xfer=LEI))
-    elements = {e.tag: e.value for e in fileformat.parse_dataset(converted, LEI)}
+    elements = {e.tag: e.value for e in read_dataset(converted, Encoding.of(LEI)).elements}
     assert elements == {0x00080016: SC_IMAGE.encode() + b"\0", 0x00080018: b"1.2.3\0", 0x00080050: b"",
                         0x00080070: b"ABC\0", 0x00080080: b"AB", 0x00100010: b"A^B ", 0x00101010: b"A\0"}
 
@@ -370,7 +389,7 @@ def test_string_values_are_written_as_dcmtk_does():
 def test_elements_are_sorted_and_a_repeated_tag_keeps_the_first():
     data = explicit_le((0x00100010, "PN", b"FIRST "), *SOP_UIDS, (0x00100010, "PN", b"SECOND"))
     converted, _ = convert_dataset(data, LEE, OutputFormat(write_xfer=LEI))
-    assert [(e.tag, e.value) for e in fileformat.parse_dataset(converted, LEI)] == [
+    assert [(e.tag, e.value) for e in read_dataset(converted, Encoding.of(LEI)).elements] == [
         (0x00080016, SC_IMAGE.encode() + b"\0"), (0x00080018, b"1.2.3.4\0"), (0x00100010, b"FIRST ")]
 
 
@@ -462,10 +481,9 @@ def test_read_stored_file_errors(tmp_path):
 # dataset_for_transfer
 
 def test_transfer_in_the_stored_syntax_is_the_data_unchanged():
-    info, data = stored("CT_small.dcm")
-    assert dataset_for_transfer(info, data, info.transfer_syntax) is data
-    info, data = stored("JPEG2000.dcm")
-    assert dataset_for_transfer(info, data, JPEG2000) is data
+    for name in ("CT_small.dcm", "JPEG2000.dcm", "image_dfl.dcm"):
+        info, data = stored(name)
+        assert transfer(info.path, info.transfer_syntax) == data
 
 
 @pytest.mark.parametrize("target", UNCOMPRESSED)
@@ -473,29 +491,29 @@ def test_transfer_in_the_stored_syntax_is_the_data_unchanged():
                                   "image_dfl.dcm", "test-SR.dcm"))
 def test_transfer_converts_between_uncompressed_syntaxes(name, target):
     info, data = stored(name)
-    converted = dataset_for_transfer(info, data, target)
+    converted = transfer(info.path, target)
     same_content(decode(data, info.transfer_syntax), decode(converted, target))
 
 
-def test_transfer_keeps_padding():
+def test_transfer_keeps_padding(tmp_path):
     info, data = stored("rtplan.dcm")
     padded, _ = convert_dataset(data, LEI, OutputFormat(write_xfer=LEE, padding=(256, 32)))
-    converted = dataset_for_transfer(StoredFile("x", LEE, 0, "", ""), padded, BEE)
+    path = tmp_path / "padded.dcm"
+    path.write_bytes(padded)
+    converted = transfer(path, BEE)
     assert PADDING in decode(converted, BEE)
 
 
 def test_transfer_cannot_compress_or_decompress():
-    info, data = stored("JPEG2000.dcm")
     with pytest.raises(ValueError, match="JPEG 2000"):
-        dataset_for_transfer(info, data, LEE)
-    info, data = stored("CT_small.dcm")
+        transfer(get_testdata_file("JPEG2000.dcm"), LEE)
     with pytest.raises(ValueError, match="cannot convert"):
-        dataset_for_transfer(info, data, JPEG2000)
+        transfer(get_testdata_file("CT_small.dcm"), JPEG2000)
 
 
 def test_transfer_of_compressed_syntax_without_pixel_data():
     info, data = stored("UN_sequence.dcm")
-    converted = dataset_for_transfer(info, data, BEE)
+    converted = transfer(info.path, BEE)
     same_content(decode(data, info.transfer_syntax), decode(converted, BEE))
 
 
@@ -550,7 +568,7 @@ def oracle_id(fmt: OutputFormat) -> str:
                                   "image_dfl.dcm", "rtplan.dcm", "test-SR.dcm", "JPEG2000.dcm"))
 def test_conversion_matches_dcmconv(tmp_path, name, fmt):
     info, data = stored(name)
-    if not fileformat.is_uncompressed(info.transfer_syntax) and fmt.write_xfer:
+    if not conversion.is_uncompressed(info.transfer_syntax) and fmt.write_xfer:
         fmt = OutputFormat(group_length=fmt.group_length, length_explicit=fmt.length_explicit,
                            padding=fmt.padding, enable_new_vr=fmt.enable_new_vr)
     expected_info, expected = dcmconv(tmp_path, Path(get_testdata_file(name)), *dcmconv_options(fmt))
@@ -605,7 +623,7 @@ def test_transfer_matches_dcmtk_network_encoding(tmp_path, name, target):
     if target == info.transfer_syntax:
         return
     _, expected = dcmconv(tmp_path, Path(get_testdata_file(name)), XFER_OPTIONS[target], "+g=", "+e", "-p=")
-    assert dataset_for_transfer(info, data, target) == expected
+    assert transfer(info.path, target) == expected
 
 
 @needs_dcmtk

@@ -1,14 +1,13 @@
 """C-CANCEL of a C-FIND (issue 4): a cancel during the query ends it with 0xFE00; a late one is ignored."""
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-
 from conftest import Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_ct, write_instance
-from qrscp.net import acse
-from qrscp.dicom import identifiers as datasets
-from qrscp.net import dimse
+from pydicom.dataset import Dataset
+from pynetdicom.dsutils import encode
+
 from qrscp.dicom import uids
+from qrscp.net import acse, dimse
 from qrscp.net.pdu import PresentationContextRQ
 
 pytestmark = needs_dcmtk
@@ -37,7 +36,7 @@ def _study_query() -> bytes:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
-    return datasets.encode_identifier(identifier, uids.EXPLICIT_VR_LE)
+    return encode(identifier, False, True)
 
 
 def _find_request(message_id: int) -> dimse.Command:

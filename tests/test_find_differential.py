@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from conftest import HAVE_DCMTK, Server, run_dcmtk, simple_config
+from corpus import uid, write_corpus
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -37,9 +39,6 @@ from pynetdicom.sop_class import (
     PatientStudyOnlyQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
-
-from conftest import HAVE_DCMTK, Server, run_dcmtk, simple_config
-from corpus import uid, write_corpus
 
 EXPECTED_PATH = Path(__file__).parent / "data" / "find_expected.json"
 REGENERATE = os.environ.get("QRSCP_REGENERATE_EXPECTED") == "1"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
-
 from conftest import Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_ct, uid, write_instance
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 pytestmark = needs_dcmtk
 

@@ -21,25 +21,41 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
-
 from conftest import Server, needs_dcmtk, simple_config
 from corpus import write_instance
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from test_hostile import (
-    AE_TITLE, CT_CONTEXT, FIND_CONTEXT, PEER_TIMEOUT, SUCCESS, MemoryGuard, RawPeer, assert_healthy, associate_rq,
-    dataset_bytes, identifier, indexed_uids, instance, p_data, pdv, store, store_request,
+    AE_TITLE,
+    CT_CONTEXT,
+    FIND_CONTEXT,
+    PEER_TIMEOUT,
+    SUCCESS,
+    MemoryGuard,
+    RawPeer,
+    assert_healthy,
+    associate_rq,
+    dataset_bytes,
+    identifier,
+    indexed_uids,
+    instance,
+    p_data,
+    pdv,
+    store,
+    store_request,
 )
+from test_index import index_values_from_bytes
+
+from qrscp.archive import index
+from qrscp.archive.index_values import read_index_values
+from qrscp.archive.storage_area import DatabaseError, StorageArea
+from qrscp.cli import command_lines as options
+from qrscp.cli.dcmqridx import check_area
 from qrscp.config import config_file as config
 from qrscp.dicom import dump as datasetdump
-from qrscp.dicom import identifiers as datasets
-from qrscp.net import dimse
-from qrscp.archive import index
-from qrscp.cli import command_lines as options
-from qrscp.net import pdu
-from qrscp.dicom import uids
-from qrscp.archive.storage_area import DatabaseError, StorageArea
-from qrscp.cli.dcmqridx import check_area
-from qrscp.archive.index_values import DicomFileError, index_values_from_bytes, read_index_values
+from qrscp.dicom import identifiers, uids
+from qrscp.dicom.elements import DataSetError
+from qrscp.net import dimse, pdu
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # pydicom on the mutated values
 
@@ -309,13 +325,13 @@ _SYNTAXES = st.sampled_from([uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE, uids.EXPL
 
 
 def test_identifier_decoder(long_run: bool) -> None:
-    """``datasets.decode_identifier`` raises nothing but ValueError, in any transfer syntax; what it
+    """``identifiers.decode_identifier`` raises nothing but ValueError, in any transfer syntax; what it
     accepts, ``datasetdump.dump`` prints."""
     @given(st.one_of(mutated(_IDENTIFIER), st.binary(max_size=300)), _SYNTAXES)
     @example(_IDENTIFIER, uids.EXPLICIT_VR_LE)
     def check(data: bytes, transfer_syntax: str) -> None:
         try:
-            datasets.decode_identifier(data, transfer_syntax)
+            identifiers.decode_identifier(data, transfer_syntax)
         except ValueError:
             return
         datasetdump.dump(data, transfer_syntax)
@@ -328,11 +344,11 @@ _DATA_SET = dataset_bytes(instance(BRANCH, 4, 1))
 
 def test_index_value_reader(long_run: bool) -> None:
     """The reader of stored data sets (run on every received C-STORE) raises nothing but
-    :class:`DicomFileError` (a RecursionError for absurd nesting is caught by the store)."""
+    :class:`DataSetError`, whatever the nesting."""
     @given(st.one_of(mutated(_DATA_SET), st.binary(max_size=300)), st.one_of(st.none(), _SYNTAXES))
     @example(_DATA_SET, uids.EXPLICIT_VR_LE)
     def check(data: bytes, transfer_syntax: str | None) -> None:
-        _decodes_or_raises(lambda: index_values_from_bytes(data, transfer_syntax), DicomFileError)
+        _decodes_or_raises(lambda: index_values_from_bytes(data, transfer_syntax), DataSetError)
 
     run(long_run, check)
 

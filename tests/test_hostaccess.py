@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, wait_for_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from qrscp import log
 from qrscp.net.hostaccess import host_allowed
 

@@ -25,6 +25,8 @@ from typing import Iterable, Iterator
 
 import psutil
 import pytest
+from conftest import Server, echoscu, needs_dcmtk, simple_config
+from corpus import make_instance, uid
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -32,13 +34,10 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from conftest import Server, echoscu, needs_dcmtk, simple_config
-from corpus import make_instance, uid
-from qrscp.net import dimse
-from qrscp.net import pdu
-from qrscp.dicom import uids
 from qrscp.archive.storage_area import StorageArea
 from qrscp.cli.dcmqridx import check_area
+from qrscp.dicom import uids
+from qrscp.net import dimse, pdu
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]   # pydicom on invalid UIDs
 
@@ -1024,25 +1023,57 @@ def _deflate_bomb(dataset: Dataset, inflated: int) -> bytes:
     return data + compressor.flush()
 
 
-def test_deflate_bomb_is_bounded(tmp_path: Path) -> None:
-    """A C-STORE on a Deflated Explicit VR Little Endian context (``+xd``) whose 0.25 MiB data set inflates
-    to 256 MiB: the worker's memory stays bounded (the store may fail), the server stays healthy."""
-    area = tmp_path / "area"
+#: The storage output options a received data set can be converted with (and none: stored as received).
+OUTPUT_OPTIONS = {"as-received": (), "+B": ("+B",), "+te": ("+te",), "+tb": ("+tb",), "+ti": ("+ti",),
+                  "+td": ("+td",), "+td +cl 9": ("+td", "+cl", "9"), "+g": ("+g",), "-g": ("-g",), "-e": ("-e",),
+                  "+p 256 16": ("+p", "256", "16"), "-u": ("-u",), "-F": ("-F",), "+cl 1": ("+cl", "1")}
+#: The bound every server process stays within while a deflate bomb is received.
+BOMB_MEMORY_LIMIT = 256 << 20
+
+
+@pytest.fixture(scope="module")
+def gigabyte_bomb() -> tuple[Dataset, bytes]:
+    """A C-STORE data set whose 1 MiB of deflated bytes inflate to 1 GiB (an OB element of zeros)."""
     dataset = instance(BRANCH, 13, 1, PixelData=None)
-    bomb = _deflate_bomb(dataset, 256 << 20)
-    with Server(tmp_path, simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"}), "+xd") as server:
-        with MemoryGuard(server, limit=200 << 20) as guard, RawPeer(server.port, timeout=30) as peer:
+    return dataset, _deflate_bomb(dataset, 1 << 30)
+
+
+@pytest.mark.parametrize("options", OUTPUT_OPTIONS.values(), ids=OUTPUT_OPTIONS.keys())
+def test_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path, gigabyte_bomb, options) -> None:
+    """A C-STORE on a Deflated Explicit VR Little Endian context (``+xd``), whatever the output options:
+    its data set inflates past the area's maxBytesPerStudy (64 MiB here) and is refused with 0xA700 as
+    soon as it does; every server process stays under 256 MiB; nothing is stored; the server goes on."""
+    area = tmp_path / "area"
+    dataset, bomb = gigabyte_bomb
+    with Server(tmp_path, simple_config({AE_TITLE: f"{area} RW (200, 64mb) ANY"}), "+xd", *options) as server:
+        with MemoryGuard(server, limit=BOMB_MEMORY_LIMIT) as guard, RawPeer(server.port, timeout=60) as peer:
             contexts = peer.establish(associate_rq(contexts={CT_CONTEXT: CTImageStorage},
                                                    transfer_syntaxes=(uids.DEFLATED_EXPLICIT_VR_LE,)))
             assert contexts == {CT_CONTEXT: uids.DEFLATED_EXPLICIT_VR_LE}
             peer.send_message(CT_CONTEXT, store_request(dataset), bomb)
-            try:
-                status = peer.final_response()[0]["Status"]
-            except ServerEnded:
-                status = ABORT
+            status = peer.final_response()[0]["Status"]
         assert_healthy(server, area, [])
     guard.assert_bounded()
-    assert status in (ABORT, CANNOT_UNDERSTAND, REFUSED_OUT_OF_RESOURCES)
+    assert status == REFUSED_OUT_OF_RESOURCES
+    assert "inflates to more than 67108864 bytes (maxBytesPerStudy)" in server.log
+    assert list(area.iterdir()) == [area / "index.dat"]   # no image file, no temporary file left
+
+
+def test_large_deflated_data_set_is_stored_within_bounded_memory(tmp_path: Path) -> None:
+    """A deflated data set that legitimately inflates to 256 MiB (under a 1 GiB maxBytesPerStudy) is
+    stored, converted to explicit VR little endian (``+te``), with every process under 256 MiB."""
+    area = tmp_path / "area"
+    dataset = instance(BRANCH, 15, 1, PixelData=None)
+    with Server(tmp_path, simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"}), "+xd", "+te") as server:
+        with MemoryGuard(server, limit=BOMB_MEMORY_LIMIT) as guard, RawPeer(server.port, timeout=60) as peer:
+            peer.establish(associate_rq(contexts={CT_CONTEXT: CTImageStorage},
+                                        transfer_syntaxes=(uids.DEFLATED_EXPLICIT_VR_LE,)))
+            peer.send_message(CT_CONTEXT, store_request(dataset), _deflate_bomb(dataset, 256 << 20))
+            assert peer.final_response()[0]["Status"] == SUCCESS
+        assert_healthy(server, area, [str(dataset.SOPInstanceUID)])
+    guard.assert_bounded()
+    stored = [path for path in area.iterdir() if path.suffix == ".dcm"]
+    assert len(stored) == 1 and stored[0].stat().st_size > 256 << 20
 
 
 def test_identifier_inflating_beyond_its_bound_and_nested_data_sets_end_nothing(tmp_path: Path) -> None:

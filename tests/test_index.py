@@ -7,19 +7,31 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-
 from conftest import needs_dcmtk, run_dcmtk
+from pydicom.data import get_testdata_file
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
 from qrscp.archive import index
+from qrscp.archive.index_values import IndexValues, read_index_values
 from qrscp.archive.storage_area import DatabaseError, StorageArea
-from qrscp.archive.index_values import DicomFileError, index_values_from_bytes, index_values_from_dataset, \
-    read_index_values
+from qrscp.dicom.elements import DataSetError
+
+
+def index_values_from_bytes(data: bytes, transfer_syntax_uid: str | None = None) -> IndexValues:
+    """The index values of a file holding ``data`` (a DICOM file, or a bare data set in ``transfer_syntax_uid``)."""
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as file:
+        file.write(data)
+        file.flush()
+        return read_index_values(file.name, transfer_syntax_uid)
+
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -313,10 +325,17 @@ def test_bulk_data_is_skipped_not_read(tmp_path):
         assert values.instance_description.endswith(b" (Signed)")
 
 
-def test_from_pydicom_dataset_equals_from_file():
+def test_from_bytes_equals_from_file():
+    """A data set in memory (as pydicom writes it back, without meta information) gives the same values
+    as its file."""
     for name in ("CT_small.dcm", "MR_small_bigendian.dcm", "rtplan.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm"):
         path = get_testdata_file(name)
-        assert index_values_from_dataset(pydicom.dcmread(path)) == read_index_values(path), name
+        dataset = pydicom.dcmread(path)
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = dataset.original_encoding
+        write_dataset(buffer, dataset)
+        values = index_values_from_bytes(buffer.getvalue(), dataset.file_meta.TransferSyntaxUID)
+        assert values == read_index_values(path), name
 
 
 @pytest.mark.parametrize("data", [b"", b"hello world, this is not DICOM\n" * 3,
@@ -324,5 +343,5 @@ def test_from_pydicom_dataset_equals_from_file():
 def test_unreadable_data_is_rejected(tmp_path, data):
     path = Path(tmp_path, "bad.dcm")
     path.write_bytes(data)
-    with pytest.raises(DicomFileError):
+    with pytest.raises(DataSetError):
         read_index_values(str(path))

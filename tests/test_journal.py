@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import os
 
+from corpus import make_ct, write_instance
 
 from qrscp.archive import index
-from qrscp.archive.storage_area import StorageArea
 from qrscp.archive.index_values import read_index_values
 from qrscp.archive.journal import MAX_SLOTS, WriteJournal
-
-from corpus import make_ct, write_instance
+from qrscp.archive.storage_area import StorageArea
 
 
 def test_writes_since_returns_the_writes_of_one_file_in_order():

@@ -29,15 +29,31 @@ from typing import Iterator
 
 import psutil
 import pytest
+from conftest import (
+    Server,
+    dcmtk,
+    dcmtk_env,
+    free_port,
+    needs_dcmtk,
+    run_dcmtk,
+    simple_config,
+    wait_for_port,
+)
+from corpus import uid, write_instance
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
-
-from conftest import Server, dcmtk, dcmtk_env, free_port, needs_dcmtk, run_dcmtk, simple_config, wait_for_port
-from corpus import uid, write_instance
 from test_faults import assert_checked, image_files
-from test_hostile import echo_ok, find_uids, index_problems, indexed_uids, instance, server_processes
+from test_hostile import (
+    echo_ok,
+    find_uids,
+    index_problems,
+    indexed_uids,
+    instance,
+    server_processes,
+)
+
 from qrscp.dicom import uids
 from qrscp.server.supervisor import MAX_IDLE_WORKERS
 

@@ -13,6 +13,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, wait_for_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
@@ -21,10 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
+from test_charset import dcmtk_log  # noqa: F401  (fixture)
 
-from conftest import dcmtk, dcmtk_env, free_port, needs_dcmtk, wait_for_port
-from qrscp.dicom.charset import CharsetPolicy
-from qrscp.archive.storage_area import Columns
 from qrscp.archive.matching import (
     FIND_MODELS,
     GET_MODELS,
@@ -47,7 +46,10 @@ from qrscp.archive.matching import (
     parse_time,
     retrieve_matches,
 )
-from test_charset import dcmtk_log  # noqa: F401  (fixture)
+from qrscp.archive.storage_area import Columns
+from qrscp.dicom.charset import CharsetPolicy
+from qrscp.dicom.identifiers import Identifier, decode_identifier, encode_identifier
+from qrscp.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 
 PR, SR, PS = MODEL_PATIENT_ROOT, MODEL_STUDY_ROOT, MODEL_PATIENT_STUDY
 INDEXED = [tag for tag, key in KEYS.items() if key.indexed]
@@ -55,7 +57,7 @@ INDEXED = [tag for tag, key in KEYS.items() if key.indexed]
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def identifier(*, implicit: bool = False, **keys: str | bytes) -> Dataset:
+def identifier(*, implicit: bool = False, **keys: str | bytes) -> Identifier:
     """An identifier as a C-FIND-RQ brings it: encoded exactly as given (``str`` as UTF-8, odd
     lengths padded) and decoded without value conversion."""
     data = b""
@@ -67,12 +69,12 @@ def identifier(*, implicit: bool = False, **keys: str | bytes) -> Dataset:
             data += struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
         else:
             data += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
-    return read_dataset(BytesIO(data), implicit, True)
+    return decode_identifier(data, IMPLICIT_VR_LE if implicit else EXPLICIT_VR_LE)
 
 
-def raw_values(response: Dataset) -> dict[int, bytes]:
+def raw_values(response: Identifier) -> dict[int, bytes]:
     """The raw values of a response identifier of ours, without padding."""
-    return {int(tag): response.get_item(tag).value.rstrip(b" \0") for tag in response.keys()}
+    return {element.tag: element.value.rstrip(b" \0") for element in response.elements}
 
 
 def record(n: int, **values: str | bytes) -> dict[str, bytes]:
@@ -432,7 +434,6 @@ def test_parsed_keys():
                                   SpecificCharacterSet="ISO_IR 100", PatientComments=""), SR, False)
     assert query.keys == {0x00100010: b" Doe", 0x00104000: b"", 0x0020000D: b"1.2"}
     assert query.request_charset == "ISO_IR 100"
-    assert query.encoding == (True, True)
     assert query.fields() == [0x00100010, 0x00100020, 0x0020000D, "charset"]
 
 
@@ -643,7 +644,7 @@ def test_check_move_accepts(model, keys):
 # --- response identifiers (ref §3.5) -------------------------------------------------------------
 
 def respond(records: list[dict[str, bytes]], row: int, policy: CharsetPolicy = CharsetPolicy(),
-            **keys: str | bytes) -> tuple[Dataset, dict[int, bytes]]:
+            **keys: str | bytes) -> tuple[Identifier, dict[int, bytes]]:
     query = parse_find(identifier(**keys), SR, False)
     response = find_response(query, columns(*records), row, "QRSCP", policy)
     return response, raw_values(response)
@@ -658,7 +659,7 @@ def test_response_content():
                                 SeriesDescription="", SOPClassUID="")
     assert content == {0x00080018: b"1.0.1.1", 0x00080052: b"STUDY", 0x00080054: b"QRSCP", 0x00080060: b"CT",
                        0x00100010: b"Doe^John", 0x00100030: b"", 0x0020000D: b"1.0"}
-    assert response.get_item(0x00080018).value == b"1.0.1.1\0" and response.get_item(0x00080052).value == b"STUDY "
+    assert response.get(0x00080018).value == b"1.0.1.1\0" and response.get(0x00080052).value == b"STUDY "
 
 
 def test_response_is_written_as_it_is():
@@ -667,7 +668,8 @@ def test_response_is_written_as_it_is():
     for implicit in (False, True):
         query = parse_find(identifier(implicit=implicit, QueryRetrieveLevel="SERIES", SpecificCharacterSet="ISO_IR 100",
                                       StudyInstanceUID="", SeriesNumber="", PatientName=""), SR, False)
-        data = encode(find_response(query, columns(*records), 0, "QR", CharsetPolicy()), implicit, True)
+        data = encode_identifier(find_response(query, columns(*records), 0, "QR", CharsetPolicy()),
+                                 IMPLICIT_VR_LE if implicit else EXPLICIT_VR_LE)
         back = read_dataset(BytesIO(data), implicit, True)
         assert back.get_item(0x00100010).value == "Müller".encode("latin-1")
         assert back.get_item(0x00200011).value == b" 007"
@@ -717,7 +719,8 @@ def test_response_elements_in_tag_order():
     records = [record(0, PatientName="Müller".encode("latin-1"), charset="ISO_IR 100")]
     response, _ = respond(records, 0, SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="STUDY", PatientName="",
                           StudyInstanceUID="", Modality="", AccessionNumber="")
-    assert list(response.keys()) == sorted(response.keys()) == [
+    tags = [element.tag for element in response.elements]
+    assert tags == sorted(tags) == [
         0x00080005, 0x00080050, 0x00080052, 0x00080054, 0x00080060, 0x00100010, 0x0020000D]
 
 
@@ -833,12 +836,13 @@ def _decoded(identifier: Dataset) -> dict[int, str]:
 def _our_answer(model: Model, request: Dataset, columns: dict[int | str, list[bytes]]) -> tuple[int, list]:
     """Final status and response identifiers of our C-FIND for ``request``, as received."""
     try:
-        query = parse_find(read_dataset(BytesIO(encode(request, False, True)), False, True), model, False)
+        query = parse_find(decode_identifier(encode(request, False, True), EXPLICIT_VR_LE), model, False)
         rows = find_matches(query, columns)
     except QueryError as error:
         return error.status, []
-    return 0x0000, [_decoded(decode(BytesIO(encode(find_response(query, columns, row, "QR", CharsetPolicy()),
-                                                   False, True)), False, True))
+    return 0x0000, [_decoded(decode(BytesIO(encode_identifier(find_response(query, columns, row, "QR",
+                                                                            CharsetPolicy()), EXPLICIT_VR_LE)),
+                                    False, True))
                     for row in rows]
 
 

@@ -6,19 +6,29 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    ROOT,
+    Server,
+    echoscu,
+    free_port,
+    needs_dcmtk,
+    run_dcmtk,
+    simple_config,
+)
+from corpus import make_ct, write_instance
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
-
-from conftest import ROOT, Server, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config
-from corpus import make_ct, write_instance
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 from test_retrieve import getscu, movescu, storescp
 
 pytestmark = needs_dcmtk

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, needs_dcmtk, wait_for_port
 
 pytestmark = needs_dcmtk

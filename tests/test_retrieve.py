@@ -16,6 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import (
+    Server,
+    dcmtk,
+    dcmtk_env,
+    echoscu,
+    free_port,
+    needs_dcmtk,
+    run_dcmtk,
+    simple_config,
+    wait_for_port,
+)
+from corpus import make_instance, uid, write_instance
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -36,10 +48,6 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-
-from conftest import Server, dcmtk, dcmtk_env, echoscu, free_port, needs_dcmtk, run_dcmtk, simple_config, \
-    wait_for_port
-from corpus import make_instance, uid, write_instance
 
 pytestmark = [pytest.mark.dcmtk, needs_dcmtk]
 

@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import Server, free_port, needs_dcmtk, run_dcmtk, simple_config
 from corpus import uid, write_corpus
-from test_retrieve import AE_TITLE, Response, getscu, movescu, read_canonical, received, storescp
+from test_retrieve import (
+    AE_TITLE,
+    Response,
+    getscu,
+    movescu,
+    read_canonical,
+    received,
+    storescp,
+)
 
 pytestmark = [pytest.mark.dcmtk, needs_dcmtk]
 

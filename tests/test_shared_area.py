@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import Server, needs_dcmtk, run_dcmtk, run_qrscp, simple_config
+from corpus import uid
 from pydicom import dcmread
 from pydicom.data import get_testdata_files
 from pydicom.errors import InvalidDicomError
@@ -38,15 +40,21 @@ from pydicom.uid import (
     MRImageStorage,
     RLELossless,
 )
-
-from conftest import Server, needs_dcmtk, run_dcmtk, run_qrscp, simple_config
-from corpus import uid
-from qrscp.archive import index
-from qrscp.dicom import uids
 from test_find_differential import Query, findscu, q
 from test_retrieve import getscu
-from test_store import AE_TITLE, BRANCH, SUCCESS, assert_consistent, image_level_uids, instance, live_records, \
-    storescu
+from test_store import (
+    AE_TITLE,
+    BRANCH,
+    SUCCESS,
+    assert_consistent,
+    image_level_uids,
+    instance,
+    live_records,
+    storescu,
+)
+
+from qrscp.archive import index
+from qrscp.dicom import uids
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore:Expected explicit VR")]  # odd test files
 

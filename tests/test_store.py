@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import pytest
+from conftest import ROOT, Server, needs_dcmtk, run_dcmtk, simple_config
+from corpus import make_instance, uid, write_instance
 from pydicom import config, dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -40,17 +42,14 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 from pynetdicom import AE, _config
+from test_find_differential import findscu, q
+from test_retrieve import getscu
 
-from conftest import ROOT, Server, needs_dcmtk, run_dcmtk, simple_config
-from corpus import make_instance, uid, write_instance
-from qrscp.net import acse
-from qrscp.net import dimse
 from qrscp.archive import index
 from qrscp.archive.storage_area import StorageArea
 from qrscp.cli.dcmqridx import check_area
+from qrscp.net import acse, dimse
 from qrscp.net.pdu import PresentationContextRQ
-from test_find_differential import findscu, q
-from test_retrieve import getscu
 
 pytestmark = needs_dcmtk
 

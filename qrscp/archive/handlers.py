@@ -8,17 +8,20 @@ and write files, so that the services never do.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 from qrscp import log
 from qrscp.archive import locking, matching
 from qrscp.archive.index_values import IndexValues, read_index_values
 from qrscp.archive.storage_area import DatabaseError, StorageArea
-from qrscp.dicom import fileformat
+from qrscp.dicom import conversion, fileformat
 from qrscp.dicom.charset import CharsetPolicy
-from qrscp.dicom.fileformat import OutputFormat, StoredFile
+from qrscp.dicom.conversion import OutputFormat, StoredInstance
 from qrscp.dicom.identifiers import Identifier
+from qrscp.dicom.inflate import InflateLimitExceeded
 from qrscp.dicom.status import OUT_OF_RESOURCES, UNABLE_TO_PROCESS
 from qrscp.services.interfaces import Instance, RequestFailed, StoreRequest
 
@@ -36,8 +39,11 @@ def _request_failed(error: matching.QueryError) -> RequestFailed:
 class _ImageFile:
     """A new image file of the area receiving one data set (the services' ``StoreTarget``).
 
-    Without a conversion the data set goes straight into the file behind its meta information; with one
-    (an output option such as ``+te``) it is kept until complete, then converted and written.
+    Without a conversion the data set goes straight into the file behind its meta information. With one
+    (an output option such as ``+te``) it is spooled as received into an anonymous temporary file in the
+    area, then converted into the image file by the data-set reader and writer, which hold its structure,
+    not its values: memory stays bounded whatever its size. A deflated data set is inflated to at most
+    the area's maxBytesPerStudy (0xA700 beyond: it could not be stored anyway).
     """
 
     def __init__(self, area: StorageArea, output_format: OutputFormat, request: StoreRequest,
@@ -47,11 +53,11 @@ class _ImageFile:
         self.request = request
         self.path = path
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._converting = output_format.needs_conversion(request.transfer_syntax)
-        self._parts: list[bytes] = []
+        self._spool = tempfile.TemporaryFile(dir=area.directory) \
+            if output_format.needs_conversion(request.transfer_syntax) else None
         self._error: OSError | None = None
         self._values: IndexValues | None = None
-        if not self._converting and output_format.write_file:
+        if self._spool is None and output_format.write_file:
             self._write(self._meta(request.transfer_syntax))
 
     def _meta(self, transfer_syntax: str) -> bytes:
@@ -67,28 +73,37 @@ class _ImageFile:
                 self._error = error
 
     def write(self, data: memoryview) -> None:
-        if self._converting:
-            self._parts.append(bytes(data))
-        else:
+        if self._spool is None:
             self._write(data)
+        elif self._error is None:
+            try:
+                self._spool.write(data)
+            except OSError as error:
+                self._error = error
 
-    def _convert(self) -> None:
+    def _convert(self, spool: BinaryIO) -> None:
         fmt = self.output_format
         received = self.request.transfer_syntax
         meta = self._meta(fmt.target_syntax(received)) if fmt.write_file else b""
+        spool.flush()
         try:
-            data, _ = fileformat.convert_dataset(b"".join(self._parts), received, fmt, len(meta))
+            source, start = fileformat.open_dataset(spool, 0, received, self.area.max_bytes_per_study,
+                                                    self.area.directory)
+            self._write(meta)
+            conversion.convert(source, start, received, fmt, self._write, len(meta))
+        except InflateLimitExceeded as error:
+            LOG.error("storeSCP: %s (maxBytesPerStudy)", error)
+            raise RequestFailed(OUT_OF_RESOURCES, str(error)) from error
         except ValueError as error:
             raise RequestFailed(UNABLE_TO_PROCESS, str(error)) from error
-        finally:
-            self._parts.clear()
-        self._write(meta)
-        self._write(data)
+        except OSError as error:
+            self._error = self._error or error
 
     def finish(self) -> tuple[str, str]:
         try:
-            if self._converting:
-                self._convert()
+            if self._spool is not None and self._error is None:
+                with self._spool as spool:
+                    self._convert(spool)
             try:
                 self._file.close()
             except OSError as error:
@@ -97,13 +112,25 @@ class _ImageFile:
                 LOG.error("storescp: Cannot write image file: %s", self._error)
                 raise RequestFailed(OUT_OF_RESOURCES, str(self._error))
         finally:
-            self._file.close()
+            self._close()
         try:
-            self._values = read_index_values(self.path)
+            written = self.output_format.target_syntax(self.request.transfer_syntax)   # for a file without meta
+            self._values = read_index_values(self.path, written, self.area.directory, self.area.max_bytes_per_study)
+        except InflateLimitExceeded as error:
+            LOG.error("storeSCP: %s (maxBytesPerStudy)", error)
+            raise RequestFailed(OUT_OF_RESOURCES, str(error)) from error
         except Exception as error:  # whatever the parser makes of a broken data set
             LOG.error("Bad image file: %s (%s)", self.path, error)
             raise RequestFailed(UNABLE_TO_PROCESS, str(error)) from error
         return self._values.sop_class_uid, self._values.sop_instance_uid
+
+    def _close(self) -> None:
+        for file in (self._file, self._spool):
+            if file is not None:
+                try:
+                    file.close()
+                except OSError:
+                    pass
 
     def commit(self) -> None:
         assert self._values is not None, "commit() before finish()"
@@ -113,10 +140,7 @@ class _ImageFile:
             raise RequestFailed(error.status, str(error)) from error
 
     def abandon(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        self._close()
         try:
             os.unlink(self.path)
         except OSError:
@@ -191,9 +215,7 @@ class AreaRetrieveHandler:
                 for row in matching.retrieve_matches(query, columns)]
 
     @contextmanager
-    def open(self, instance: Instance) -> Iterator[tuple[StoredFile, bytes]]:
-        with locking.image_for_reading(instance.location) as fd:
-            with os.fdopen(os.dup(fd), "rb") as file:
-                content = file.read()
-            stored = fileformat.read_stored_file(instance.location, content)
-            yield stored, content[stored.dataset_offset:]
+    def open(self, instance: Instance) -> Iterator[StoredInstance]:
+        with locking.image_for_reading(instance.location) as fd, os.fdopen(os.dup(fd), "rb") as file:
+            stored = fileformat.read_stored_file(instance.location, file)
+            yield StoredInstance(stored, file, self.area.max_bytes_per_study)

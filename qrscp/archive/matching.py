@@ -40,15 +40,10 @@ from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import contains, itemgetter, ne, or_
 
-from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
-from pydicom.tag import BaseTag
 
 from qrscp.dicom import charset as cs
+from qrscp.dicom.identifiers import Identifier, make_identifier
 from qrscp.log import DB, get_logger
 
 #: Query/Retrieve levels, numbered as DCMTK does in its log lines.
@@ -172,8 +167,7 @@ class Query:
 
     ``keys``: the supported keys present (tag -> value as DCMTK's ``getString()``: up to the first
     NUL, trailing spaces removed), in tag order. ``request_charset``: the identifier's Specific
-    Character Set. ``encoding``: (implicit VR, little endian) the identifier was decoded with, reused
-    for the response identifiers.
+    Character Set.
     """
 
     model: Model
@@ -181,7 +175,6 @@ class Query:
     keys: dict[int, bytes]
     request_charset: str = cs.ASCII
     retrieve: bool = False
-    encoding: tuple[bool | None, bool | None] = (None, None)
 
     @functools.cached_property
     def response_vrs(self) -> dict[int, str]:
@@ -205,23 +198,15 @@ class Query:
 # Parsing the identifier
 
 
-def _element_bytes(identifier: Dataset, tag: int) -> bytes | None:
+def _element_bytes(identifier: Identifier, tag: int) -> bytes | None:
     """The value of ``tag`` as DCMTK's ``getString()`` gives it, None if the element is absent."""
-    elem = identifier.get_item(tag)
-    if elem is None:
+    element = identifier.get(tag)
+    if element is None:
         return None
-    if elem.is_raw:
-        value = elem.value or b""
-    else:  # already decoded by someone: encode it again as it came
-        fp = DicomBytesIO()
-        fp.is_implicit_VR, fp.is_little_endian = True, True
-        charset = identifier.get_item(SPECIFIC_CHARACTER_SET)
-        write_data_element(fp, elem, identifier.SpecificCharacterSet if charset is not None else None)
-        value = fp.getvalue()[8:]
-    return value.split(b"\0", 1)[0].rstrip(b" ")
+    return (element.value or b"").split(b"\0", 1)[0].rstrip(b" ")
 
 
-def _parse(identifier: Dataset, model: Model, retrieve: bool) -> Query:
+def _parse(identifier: Identifier, model: Model, retrieve: bool) -> Query:
     level_value = _element_bytes(identifier, QUERY_RETRIEVE_LEVEL)
     if not level_value:
         service = "Move" if retrieve else "Find"
@@ -233,10 +218,11 @@ def _parse(identifier: Dataset, model: Model, retrieve: bool) -> Query:
     if level is None:
         raise QueryError(STATUS_UNABLE_TO_PROCESS,
                          f"Illegal query level ({level_value.decode('latin-1')})", None)
-    keys = {int(tag): _element_bytes(identifier, tag) for tag in sorted(identifier.keys()) if tag in KEYS}
+    keys = {element.tag: _element_bytes(identifier, element.tag) for element in identifier.elements
+            if element.tag in KEYS}
     return Query(model=model, level=level, keys=keys,
                  request_charset=cs.parse_charset(_element_bytes(identifier, SPECIFIC_CHARACTER_SET) or b""),
-                 retrieve=retrieve, encoding=identifier.original_encoding)
+                 retrieve=retrieve)
 
 
 def _check_identifier(query: Query, retrieve: bool) -> None:
@@ -276,7 +262,7 @@ def _check_identifier(query: Query, retrieve: bool) -> None:
             fail(f"Key found beyond query level (level {lvl})")
 
 
-def parse_find(identifier: Dataset, model: Model, check_find: bool) -> Query:
+def parse_find(identifier: Identifier, model: Model, check_find: bool) -> Query:
     """Parse a C-FIND identifier (decoded without value conversion); raise QueryError."""
     query = _parse(identifier, model, retrieve=False)
     if check_find:
@@ -284,7 +270,7 @@ def parse_find(identifier: Dataset, model: Model, check_find: bool) -> Query:
     return query
 
 
-def parse_retrieve(identifier: Dataset, model: Model, check_move: bool) -> Query:
+def parse_retrieve(identifier: Identifier, model: Model, check_move: bool) -> Query:
     """Parse a C-MOVE or C-GET identifier (decoded without value conversion); raise QueryError."""
     query = _parse(identifier, model, retrieve=True)
     if check_move:
@@ -631,28 +617,13 @@ def retrieve_matches(query: Query, columns: dict[int | str, list[bytes]]) -> lis
 # Responses
 
 
-def _raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
-    """``value`` as a raw element, padded to an even length."""
-    if len(value) % 2:
-        value += b"\0" if vr == "UI" else b" "
-    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little)
-
-
-@functools.lru_cache(maxsize=64)
-def _python_encodings(charset: str) -> str | list[str]:
-    """pydicom's encodings for a data set whose Specific Character Set is ``charset``."""
-    return convert_encodings(charset.split("\\")) if charset else default_encoding
-
-
 def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int, retrieve_ae_title: str,
-                  policy: cs.CharsetPolicy) -> Dataset:
+                  policy: cs.CharsetPolicy) -> Identifier:
     """The C-FIND response identifier for the record at ``row`` (ref §3.5).
 
     The requested indexed keys with the record's values (empty if it has none), QueryRetrieveLevel
     normalised, RetrieveAETitle, and SpecificCharacterSet, all converted to the character set chosen
-    by ``policy`` (logging DCMTK's lines about it). The elements are raw (the bytes to send), in tag
-    order, and the data set carries the request identifier's encoding, so that pydicom writes them
-    unchanged on the request's transfer syntax.
+    by ``policy`` (logging DCMTK's lines about it). The values are the bytes to send, in tag order.
     """
     vrs = query.response_vrs
     values, charset = cs.convert_response({tag: (vr, columns[tag][row]) for tag, vr in vrs.items()},
@@ -662,9 +633,4 @@ def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int,
                  (RETRIEVE_AE_TITLE, "AE", retrieve_ae_title.encode("latin-1"))]
     if charset:
         elements.append((SPECIFIC_CHARACTER_SET, "CS", charset.encode("latin-1")))
-    implicit, little = query.encoding
-    response = Dataset({BaseTag(tag): _raw_element(tag, vr, value, bool(implicit), little is not False)
-                        for tag, vr, value in sorted(elements)})
-    # pydicom writes raw elements as they are if the data set's encoding is still its original one
-    response.set_original_encoding(implicit, little, _python_encodings(charset))
-    return response
+    return make_identifier(elements)

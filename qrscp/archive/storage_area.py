@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, NoReturn, Sequence
 
 from qrscp import log
-from qrscp.archive import index
-from qrscp.archive import locking
-from qrscp.dicom import uids
+from qrscp.archive import index, locking
 from qrscp.archive.index_values import IndexValues
 from qrscp.archive.journal import WriteJournal
+from qrscp.dicom import uids
 
 LOG = log.get_logger(log.DB)
 

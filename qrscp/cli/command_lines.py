@@ -22,10 +22,15 @@ from typing import NoReturn, TypeVar
 from pydicom import uid as pydicom_uid
 
 from qrscp import DCMTK_VERSION, __version__, log
-from qrscp.log import log4cplus as logconfig
 from qrscp.cli.cmdline import CommandLine, CommandLineError, ConsoleApp, ParamMode
 from qrscp.config.options import DEFAULT_CONFIG_FILE, LOCAL_FIRST, Options
-from qrscp.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from qrscp.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+)
+from qrscp.log import log4cplus as logconfig
 
 DCMTK_RELEASE_DATE = "2022-04-22"
 

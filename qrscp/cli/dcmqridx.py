@@ -20,8 +20,9 @@ from typing import BinaryIO, Sequence
 
 from qrscp import log
 from qrscp.archive import index
+from qrscp.archive.index_values import read_index_values
 from qrscp.archive.storage_area import DatabaseError, Snapshot, StorageArea
-from qrscp.archive.index_values import DicomFileError, read_index_values
+from qrscp.dicom.elements import DataSetError
 
 LOG = log.get_logger(log.APP_DCMQRIDX)
 
@@ -81,7 +82,7 @@ def register_files(area: StorageArea, files: Sequence[str], *, not_new: bool = F
         LOG.info("registering: %s", filename)
         try:
             values = read_index_values(filename)
-        except (DicomFileError, OSError):
+        except (DataSetError, OSError):
             values = None
         if values is None or not values.sop_class_uid or not values.sop_instance_uid:
             LOG.error("cannot load dicom file: %s", filename)
@@ -166,7 +167,7 @@ def _record_problems(snapshot: Snapshot) -> dict[int, str]:
         except OSError as error:
             problems[slot] = f"record {slot}: cannot read {name}: {error.strerror}"
             continue
-        except DicomFileError as error:
+        except DataSetError as error:
             problems[slot] = f"record {slot}: {name} is not a readable DICOM file: {error}"
             continue
         for what, tag, stored in (("SOP Instance UID", index.SOP_INSTANCE_UID, record.sop_instance_uid),

@@ -17,11 +17,10 @@ import os
 import pwd
 import socket
 
+from qrscp import DCMTK_VERSION, log
+from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config import association_profiles as assocconfig
 from qrscp.config import config_file as config_module
-from qrscp import log
-from qrscp import DCMTK_VERSION
-from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config.options import Options
 from qrscp.server.supervisor import Supervisor, make_context
 

@@ -18,8 +18,8 @@ import struct
 from pydicom.datadict import keyword_for_tag
 
 from qrscp.dicom import uids
-from qrscp.dicom.identifiers import inflate_identifier
-from qrscp.dicom.fileformat import Element, parse_dataset
+from qrscp.dicom.elements import UNDEFINED_LENGTH, Element
+from qrscp.dicom.identifiers import decode_identifier
 
 #: DCMTK's names of the transfer syntaxes an identifier can come in.
 _SYNTAX_NAMES = {
@@ -40,11 +40,8 @@ def dump(data: bytes, transfer_syntax: str) -> str:
     """The dump of the identifier ``data`` encoded in ``transfer_syntax``, framed by empty lines as DCMTK
     logs it; the parser's complaint if it does not parse."""
     try:
-        if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LE:   # inflated within the identifiers' bound
-            elements = parse_dataset(inflate_identifier(data), uids.EXPLICIT_VR_LE)
-        else:
-            elements = parse_dataset(data, transfer_syntax)
-    except (ValueError, RecursionError) as error:
+        elements = decode_identifier(data, transfer_syntax).elements
+    except ValueError as error:
         return f"\n# Dicom-Data-Set (does not parse: {error})\n"
     lines = ["", "# Dicom-Data-Set",
              "# Used TransferSyntax: " + _SYNTAX_NAMES.get(transfer_syntax, "Unknown Transfer Syntax")]
@@ -52,8 +49,8 @@ def dump(data: bytes, transfer_syntax: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _line(level: int, tag: int, vr: str, value: str, length: int | None, vm: int, name: str) -> str:
-    shown_length = "u/l" if length is None else str(length)
+def _line(level: int, tag: int, vr: str, value: str, length: int, vm: int, name: str) -> str:
+    shown_length = "u/l" if length == UNDEFINED_LENGTH else str(length)
     padding = " " * (_VALUE_WIDTH - len(value.encode()))   # DCMTK counts bytes
     return (f"{'  ' * level}({tag >> 16:04x},{tag & 0xFFFF:04x}) {vr} {value}{padding} "
             f"#{shown_length:>4},{vm:>2} {name}")
@@ -74,23 +71,24 @@ def _print_elements(elements: list[Element], level: int, lines: list[str], impli
         else:
             value, vm = _value(element)
             vr = "??" if implicit and element.vr == "UN" else element.vr   # not in the dictionary
-            lines.append(_line(level, element.tag, vr, value, len(element.value), vm, _name(element.tag)))
+            lines.append(_line(level, element.tag, vr, value, element.length, vm, _name(element.tag)))
 
 
 def _print_sequence(element: Element, level: int, lines: list[str], implicit: bool) -> None:
     items = element.items or []
-    item_lengths = element.item_lengths or [None] * len(items)
-    kind = "undefined" if element.length is None else "explicit"
+    item_lengths = element.item_lengths or [UNDEFINED_LENGTH] * len(items)
+    kind = "undefined" if element.length == UNDEFINED_LENGTH else "explicit"
     lines.append(_line(level, element.tag, "SQ", f"(Sequence with {kind} length #={len(items)})", element.length,
                        1, _name(element.tag)))
     for item, length in zip(items, item_lengths):
-        kind = "undefined" if length is None else "explicit"
+        kind = "undefined" if length == UNDEFINED_LENGTH else "explicit"
         lines.append(_line(level + 1, 0xFFFEE000, "na", f"(Item with {kind} length #={len(item)})", length, 1,
                            "Item"))
         _print_elements(item, level + 2, lines, implicit)
-        closing = "(ItemDelimitationItem)" if length is None else "(ItemDelimitationItem for re-encoding)"
+        closing = "(ItemDelimitationItem)" if length == UNDEFINED_LENGTH else "(ItemDelimitationItem for re-encoding)"
         lines.append(_line(level + 1, 0xFFFEE00D, "na", closing, 0, 0, "ItemDelimitationItem"))
-    closing = "(SequenceDelimitationItem)" if element.length is None else "(SequenceDelimitationItem for re-encod.)"
+    closing = "(SequenceDelimitationItem)" if element.length == UNDEFINED_LENGTH \
+        else "(SequenceDelimitationItem for re-encod.)"
     lines.append(_line(level, 0xFFFEE0DD, "na", closing, 0, 0, "SequenceDelimitationItem"))
 
 
@@ -103,7 +101,7 @@ def _text(raw: bytes) -> str:
 
 def _value(element: Element) -> tuple[str, int]:
     """The value as DCMTK prints it, and its multiplicity."""
-    raw, vr = element.value, element.vr
+    raw, vr = element.value or b"", element.vr
     if vr in _STRING_VRS:
         text = _text(raw.rstrip(b" \0") if vr != "UI" else raw.rstrip(b"\0"))
         if not text:

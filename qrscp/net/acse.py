@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import socket
 
-from qrscp.net import pdu
-from qrscp.net import transport
 from qrscp.dicom import uids
+from qrscp.net import pdu, transport
 from qrscp.net.association import AcceptedContext, Association
-from qrscp.net.pdu import AssociateAC, AssociateRQ, PresentationContextAC, PresentationContextRQ
+from qrscp.net.pdu import (
+    AssociateAC,
+    AssociateRQ,
+    PresentationContextAC,
+    PresentationContextRQ,
+)
 from qrscp.net.transport import Transport
 
 

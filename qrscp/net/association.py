@@ -11,8 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from qrscp.net import dimse
-from qrscp.net import pdu
+from qrscp.net import dimse, pdu
 from qrscp.net.dimse import Command
 from qrscp.net.transport import Transport, TransportClosed
 

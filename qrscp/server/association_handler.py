@@ -13,9 +13,20 @@ import time
 from qrscp import log
 from qrscp.archive.storage_area import DatabaseError
 from qrscp.net import acse, dimse, hostaccess, pdu, transport
-from qrscp.net.association import PeerAborted, ProtocolError, ReleaseRequested, closed_condition
+from qrscp.net.association import (
+    PeerAborted,
+    ProtocolError,
+    ReleaseRequested,
+    closed_condition,
+)
 from qrscp.server.context import ServerContext
-from qrscp.server.policy import NO_REASON, TOO_MANY_ASSOCIATIONS, AssociationDropped, AssociationRefused, Rejection
+from qrscp.server.policy import (
+    NO_REASON,
+    TOO_MANY_ASSOCIATIONS,
+    AssociationDropped,
+    AssociationRefused,
+    Rejection,
+)
 from qrscp.services import query, retrieve, storage, verification
 from qrscp.services.session import Service, Session
 

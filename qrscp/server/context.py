@@ -5,14 +5,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
-from qrscp.archive.handlers import AreaFindHandler, AreaRetrieveHandler, AreaStoreHandler
+from qrscp.archive.handlers import (
+    AreaFindHandler,
+    AreaRetrieveHandler,
+    AreaStoreHandler,
+)
 from qrscp.archive.journal import WriteJournal
 from qrscp.archive.storage_area import StorageArea
 from qrscp.config.association_profiles import Profile
 from qrscp.config.config_file import AEEntry, Config
 from qrscp.config.options import Options
 from qrscp.dicom.charset import CharsetPolicy, charset_policy
-from qrscp.dicom.fileformat import OutputFormat
+from qrscp.dicom.conversion import OutputFormat
 from qrscp.net.association import Association
 from qrscp.server.move_destinations import ConfiguredDestinations
 from qrscp.server.policy import AssociationPolicy
@@ -64,7 +68,11 @@ class ServerContext:
     @cached_property
     def output_format(self) -> OutputFormat:
         """How received data sets are written (the storage output options)."""
-        return OutputFormat.from_options(self.options)
+        options = self.options
+        return OutputFormat(write_file=options.write_file, write_xfer=options.write_xfer,
+                            bit_preserving=options.bit_preserving, group_length=options.group_length,
+                            length_explicit=options.length_explicit, padding=options.padding,
+                            enable_new_vr=options.enable_new_vr, compression_level=options.compression_level)
 
     def session(self, association: Association, entry: AEEntry) -> Session:
         """The services' view of an association to the AE ``entry``."""

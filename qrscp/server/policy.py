@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from qrscp import log
 from qrscp.config import association_profiles as assocconfig
-from qrscp.net import pdu
-from qrscp.dicom import uids
 from qrscp.config.association_profiles import Profile
 from qrscp.config.config_file import AEEntry, Config
 from qrscp.config.options import Options
+from qrscp.dicom import uids
+from qrscp.net import pdu
 from qrscp.net.pdu import AssociateRQ, PresentationContextAC, PresentationContextRQ
 
 LOG = log.get_logger(log.DB)

@@ -7,10 +7,10 @@ closes its end, it exits and is replaced.
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
-import os
 
 from qrscp import log
 from qrscp.server import association_handler

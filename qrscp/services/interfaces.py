@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from qrscp.dicom.fileformat import StoredFile
+from qrscp.dicom.conversion import StoredInstance
 from qrscp.dicom.identifiers import Identifier
 from qrscp.net.association import Association
 
@@ -106,10 +106,9 @@ class RetrieveHandler(Protocol):
         """The instances ``identifier`` selects in the information model ``sop_class_uid``, in index
         order. Raises :class:`RequestFailed` when the request is refused."""
 
-    def open(self, instance: Instance) -> AbstractContextManager[tuple[StoredFile, bytes]]:
-        """The stored file of ``instance`` and its data set bytes, held for the ``with`` block as the
-        reference holds it while it is sent. Raises ``OSError`` or ``ValueError`` when it cannot be
-        read (the sub-operation fails)."""
+    def open(self, instance: Instance) -> AbstractContextManager[StoredInstance]:
+        """The stored file of ``instance``, held for the ``with`` block as the reference holds it while
+        it is sent. Raises ``OSError`` or ``ValueError`` when it cannot be read (the sub-operation fails)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from qrscp import log
 from qrscp.dicom import dump, identifiers, uids
 from qrscp.dicom.identifiers import Identifier
-from qrscp.dicom.status import CANCEL, PENDING, SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS
+from qrscp.dicom.status import (
+    CANCEL,
+    PENDING,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
 from qrscp.net import dimse
 from qrscp.services.interfaces import FindHandler, RequestFailed
 from qrscp.services.session import Session

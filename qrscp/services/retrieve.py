@@ -13,21 +13,39 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pydicom.dataset import Dataset
-
 from qrscp import log
-from qrscp.dicom import dump, fileformat, identifiers, uids
-from qrscp.dicom.identifiers import Identifier
-from qrscp.dicom.status import (CANCEL, OUT_OF_RESOURCES_SUB_OPERATIONS, PENDING,
-                                SOP_CLASS_NOT_SUPPORTED, SUCCESS, UNABLE_TO_PROCESS, WARNING)
+from qrscp.dicom import dump, identifiers, uids
+from qrscp.dicom.conversion import StoredInstance
+from qrscp.dicom.identifiers import Identifier, make_identifier
+from qrscp.dicom.status import (
+    CANCEL,
+    OUT_OF_RESOURCES_SUB_OPERATIONS,
+    PENDING,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    WARNING,
+)
 from qrscp.net import dimse
-from qrscp.net.association import AcceptedContext, Association, PeerAborted, ProtocolError, ReleaseRequested
+from qrscp.net.association import (
+    AcceptedContext,
+    Association,
+    PeerAborted,
+    ProtocolError,
+    ReleaseRequested,
+)
 from qrscp.net.transport import TransportClosed
-from qrscp.services.interfaces import Instance, RequestFailed, RetrieveHandler, SubAssociationFailed
+from qrscp.services.interfaces import (
+    Instance,
+    RequestFailed,
+    RetrieveHandler,
+    SubAssociationFailed,
+)
 from qrscp.services.session import Session
 
 LOG = log.get_logger(log.DB)
 
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 #: C-STORE statuses that count as a warning sub-operation (ref §6.4)
 _WARNING_STATUSES = {0x0001, 0x0107, 0x0116}
 
@@ -86,7 +104,7 @@ class Sender(Protocol):
     #: set when a C-CANCEL-RQ arrived while a sub-operation was under way (C-GET)
     cancelled: bool
 
-    def send(self, instance: Instance, stored: fileformat.StoredFile, data: bytes, priority: int) -> int: ...
+    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int: ...
 
     def close(self) -> None:
         """End whatever the sender opened."""
@@ -100,16 +118,14 @@ def _send_store_request(association: Association, context_id: int, request: dims
         log.print_progress("XMIT: " + "." * association.fragment_count(len(payload)) + "\n")
 
 
-def _encode_for(context_ts: str, stored: fileformat.StoredFile, data: bytes) -> bytes:
-    if context_ts == stored.transfer_syntax:
-        return data
+def _encode_for(context_ts: str, stored: StoredInstance) -> bytes:
     try:
-        return fileformat.dataset_for_transfer(stored, data, context_ts)
+        return stored.dataset(context_ts)
     except ValueError as error:
         raise SubOperationFailed(str(error)) from error
 
 
-def _pick_context(association: Association, instance: Instance, stored: fileformat.StoredFile,
+def _pick_context(association: Association, instance: Instance, stored: StoredInstance,
                   requestor_scp: bool | None) -> AcceptedContext | None:
     """An accepted context for the instance's SOP class: its stored transfer syntax if possible."""
     context = association.context_for(instance.sop_class_uid, stored.transfer_syntax, requestor_scp)
@@ -147,14 +163,14 @@ class SubAssociationSender:
         self.cancelled = False
         self.broken = False
 
-    def send(self, instance: Instance, stored: fileformat.StoredFile, data: bytes, priority: int) -> int:
+    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
         if self.broken:
             raise SubOperationFailed("sub-association lost")
         context = _pick_context(self.association, instance, stored, None)
         if context is None:
             raise SubOperationFailed(f"No presentation context for: ({uids.file_prefix(instance.sop_class_uid)}) "
                                      f"{instance.sop_class_uid}")
-        payload = _encode_for(context.transfer_syntax, stored, data)
+        payload = _encode_for(context.transfer_syntax, stored)
         request = _store_request(self.association, instance, priority, **self.originator)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         try:
@@ -191,12 +207,12 @@ class SameAssociationSender:
         self.timeout = timeout
         self.cancelled = False
 
-    def send(self, instance: Instance, stored: fileformat.StoredFile, data: bytes, priority: int) -> int:
+    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
         context = _pick_context(self.association, instance, stored, True)
         if context is None:
             raise SubOperationFailed(f"No presentation context with requestor SCP role for: "
                                      f"({uids.file_prefix(instance.sop_class_uid)}) {instance.sop_class_uid}")
-        payload = _encode_for(context.transfer_syntax, stored, data)
+        payload = _encode_for(context.transfer_syntax, stored)
         request = _store_request(self.association, instance, priority)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         _send_store_request(self.association, context.context_id, request, payload)
@@ -236,8 +252,8 @@ class Retrieval:
         instance = self.instances[self.sub_operation_count - self.outcomes.remaining]
         try:
             try:
-                with self.handler.open(instance) as (stored, data):
-                    status: int | None = self.sender.send(instance, stored, data, self.priority)
+                with self.handler.open(instance) as stored:
+                    status: int | None = self.sender.send(instance, stored, self.priority)
             except OSError as error:   # the quota system may have deleted it since the match
                 raise SubOperationFailed(f"cannot open file {instance.location}: {error.strerror}") from error
             except ValueError as error:
@@ -251,10 +267,8 @@ class Retrieval:
         self.outcomes.count(status, instance.sop_instance_uid)
 
 
-def _failed_list(failed_uids: list[str]) -> Dataset:
-    dataset = Dataset()
-    dataset.FailedSOPInstanceUIDList = failed_uids
-    return dataset
+def _failed_list(failed_uids: list[str]) -> Identifier:
+    return make_identifier([(FAILED_SOP_INSTANCE_UID_LIST, "UI", "\\".join(failed_uids).encode("ascii", "replace"))])
 
 
 def _receive_identifier(session: Session, context_id: int, label: str) -> Identifier | None:

@@ -9,8 +9,13 @@ from typing import Callable
 from qrscp import log
 from qrscp.net import dimse
 from qrscp.net.association import Association
-from qrscp.services.interfaces import (FindHandler, MoveDestinations, RetrieveHandler, StoreHandler,
-                                       SubAssociations)
+from qrscp.services.interfaces import (
+    FindHandler,
+    MoveDestinations,
+    RetrieveHandler,
+    StoreHandler,
+    SubAssociations,
+)
 
 LOG = log.get_logger(log.DB)
 

@@ -11,8 +11,13 @@ from collections.abc import Callable
 
 from qrscp import log
 from qrscp.dicom import fileformat, uids
-from qrscp.dicom.status import (DATASET_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, SOP_CLASS_NOT_SUPPORTED,
-                                SUCCESS, UNABLE_TO_PROCESS)
+from qrscp.dicom.status import (
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    NOT_AUTHORIZED,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
 from qrscp.net import dimse
 from qrscp.net.association import closed_condition
 from qrscp.net.transport import TransportClosed
@@ -79,7 +84,7 @@ def _refuse_unknown_class(session: Session, context_id: int, request: StoreReque
 
     _receive(session, context_id, keep_head)
     try:
-        dataset_uids = fileformat.dataset_sop_uids(bytes(head[:_UNKNOWN_CLASS_HEAD]), request.transfer_syntax)
+        dataset_uids = fileformat.head_sop_uids(bytes(head[:_UNKNOWN_CLASS_HEAD]), request.transfer_syntax)
     except ValueError:
         if len(head) > _UNKNOWN_CLASS_HEAD:   # the UIDs lie beyond what was kept: not checked
             return SOP_CLASS_NOT_SUPPORTED

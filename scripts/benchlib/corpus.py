@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime
 import random
-from io import BytesIO
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import config as pydicom_config

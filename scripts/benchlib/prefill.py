@@ -16,9 +16,23 @@ import subprocess
 from pathlib import Path
 
 from benchlib.clients import ClientError, store_all
-from benchlib.corpus import STUDY_KEYS, Corpus, Instance, Kind, Template, study_file_prefix
-from benchlib.servers import (Endpoint, OrthancServer, copy_orthanc_database, dcmtk, dcmtk_env, have_dcmtk,
-                             stop_process)
+from benchlib.corpus import (
+    STUDY_KEYS,
+    Corpus,
+    Instance,
+    Kind,
+    Template,
+    study_file_prefix,
+)
+from benchlib.servers import (
+    Endpoint,
+    OrthancServer,
+    copy_orthanc_database,
+    dcmtk,
+    dcmtk_env,
+    have_dcmtk,
+    stop_process,
+)
 
 #: index.dat format 5 (ref §1.2-1.3): a 6-byte header, 500 study descriptors of 88 bytes, then records.
 INDEX_HEADER_SIZE = 6

@@ -16,8 +16,17 @@ from typing import Callable
 from pydicom.dataset import Dataset
 
 from benchlib import dicomclient
-from benchlib.clients import (ClientError, Query, association_rate, find_latency, getscu, movescu,
-                              sop_instance_uids, store_all, storescu)
+from benchlib.clients import (
+    ClientError,
+    Query,
+    association_rate,
+    find_latency,
+    getscu,
+    movescu,
+    sop_instance_uids,
+    store_all,
+    storescu,
+)
 from benchlib.corpus import LARGE_MULTIFRAME, SMALL_CT, Corpus, Instance
 from benchlib.prefill import build_index, build_orthanc_databases, study_layout
 from benchlib.report import Row, Target
