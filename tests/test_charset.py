@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from qrscp.dicom.charset import (
-    CANNOT_OPEN,
     ILLEGAL_CHARACTER,
     CharsetError,
     CharsetPolicy,
@@ -26,9 +25,11 @@ from qrscp.dicom.charset import (
 )
 
 PN, LO, CS = 0x00100010, 0x00081030, 0x00080060
-#: DCMTK's error line when iconv cannot open a set of a code extension (Debian's build)
-IR_87_NOT_SUPPORTED = ("E: DcmSpecificCharacterSet: 'ISO 2022 IR 87' is not supported by the utilized character "
-                       "set conversion library 'GNU C library (iconv), version 2.36'")
+#: PS3.5 Annex H.3.1 and I.2: a Japanese and a Korean person name in code extensions, as bytes and as text.
+JAPANESE = (b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+            "Yamada^Tarou=山田^太郎=やまだ^たろう")
+KOREAN = (b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf",
+          "Hong^Gildong=洪^吉洞=홍^길동")
 FIRST_GROUP_ESCAPE = ("W: DcmSpecificCharacterSet: Escape sequences shall not be used in the first component group "
                       "of a Person Name (PN), using them anyway")
 
@@ -225,8 +226,6 @@ def test_escape_sequence_failures(value, message, dcmtk_log):
 @pytest.mark.parametrize("charset, message", [
     ("ISO_IR 999", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 999' "
                    "not supported"),
-    ("ISO_IR 203", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 203' "
-                   "not supported"),
     ("ISO 2022 IR 100", "Cannot select source character set: SpecificCharacterSet (0008,0005) value "
                         "'ISO 2022 IR 100' not supported"),
     ("iso_ir 100", "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'iso_ir 100' "
@@ -241,7 +240,7 @@ def test_escape_sequence_failures(value, message, dcmtk_log):
                                          "allowed as the first value in SpecificCharacterSet (0008,0005)"),
 ])
 def test_character_sets_dcmtk_cannot_read(charset, message, dcmtk_log):
-    """Observed with the Debian build: ISO_IR 203 and single ISO 2022 terms are not supported."""
+    """Observed with the Debian build: single ISO 2022 terms and unknown terms are not supported."""
     with pytest.raises(CharsetError) as failure:
         to_utf8(b"Doe", charset, "PN")
     assert str(failure.value) == message
@@ -249,14 +248,35 @@ def test_character_sets_dcmtk_cannot_read(charset, message, dcmtk_log):
 
 
 @pytest.mark.parametrize("charset", ["\\ISO 2022 IR 87", "ISO 2022 IR 13\\ISO 2022 IR 87",
-                                     "ISO 2022 IR 6\\ISO 2022 IR 87\\ISO_IR 100"])
-def test_japanese_kanji_sets_cannot_be_opened(charset, dcmtk_log):
-    """iconv has no ISO 2022 IR 87 (nor 159): every value fails, even ASCII, each time with DCMTK's error line."""
-    for _ in range(2):
-        with pytest.raises(CharsetError) as failure:
-            to_utf8(b"Yamada", charset, "PN")
-        assert str(failure.value) == CANNOT_OPEN == "Cannot open character encoding: Invalid argument"
-    assert dcmtk_log == [IR_87_NOT_SUPPORTED] * 2
+                                     "ISO 2022 IR 6\\ISO 2022 IR 87\\ISO 2022 IR 100"])
+def test_japanese_kanji_sets_are_read(charset, dcmtk_log):
+    """Deliberate difference (README 19): Debian's iconv cannot open ISO 2022 IR 87, Python's codecs can.
+    A delimiter byte within a JIS X 0208 run is part of a character (``$^``)."""
+    assert to_utf8(JAPANESE[0], charset, "PN") == JAPANESE[1].encode()
+    assert to_utf8(b"\x1b$(D+!", "\\ISO 2022 IR 159", "LO") == "á".encode()     # JIS X 0212
+    assert dcmtk_log == []
+
+
+def test_iso_ir_203_is_read_and_written():
+    """Deliberate difference (README 19): Latin-9, which Debian's iconv build of DCMTK does not know."""
+    assert to_utf8("Müller^€".encode("iso8859_15"), "ISO_IR 203", "PN") == "Müller^€".encode()
+    assert convert_values({PN: ("PN", "Müller^€".encode())}, "ISO_IR 192", "ISO_IR 203") == {
+        PN: "Müller^€".encode("iso8859_15")}
+
+
+@pytest.mark.parametrize("charset, name", [("\\ISO 2022 IR 87", JAPANESE), ("\\ISO 2022 IR 149", KOREAN)])
+def test_responses_are_written_in_code_extensions(charset, name):
+    """Deliberate difference (README 19): to a request in code extensions the response is written in them,
+    the first set active again before each delimiter, exactly as PS3.5's examples."""
+    assert convert_values({PN: ("PN", name[1].encode())}, "ISO_IR 192", charset) == {PN: name[0]}
+    assert convert_values({PN: ("PN", name[0])}, charset, "ISO_IR 192") == {PN: name[1].encode()}
+
+
+def test_code_extensions_without_the_character_fail():
+    with pytest.raises(CharsetError, match="Invalid or incomplete"):
+        convert_values({PN: ("PN", "김".encode())}, "ISO_IR 192", "\\ISO 2022 IR 87")
+    assert convert_values({PN: ("PN", "Müller".encode())}, "ISO_IR 192", "ISO 2022 IR 6\\ISO 2022 IR 100") == {
+        PN: b"M\x1b-A\xfcller"}
 
 
 def test_duplicate_terms_are_ignored_with_a_warning(dcmtk_log):
@@ -293,10 +313,10 @@ def test_convert_values_is_all_or_nothing(dcmtk_log):
                          "the value of SpecificCharacterSet (0008,0005) is not updated"]
 
 
-@pytest.mark.parametrize("destination", ["\\ISO 2022 IR 999", "\\ISO 2022 IR 87", "ISO 2022 IR 100", "ISO_IR 203",
-                                         "ISO 2022 IR 6\\ISO 2022 IR 100", "ISO_IR 999"])
-def test_destinations_dcmtk_cannot_select(destination, dcmtk_log):
-    """Only single-valued, non-ISO 2022 terms (and not ISO_IR 203) can be converted to (observed)."""
+@pytest.mark.parametrize("destination", ["\\ISO 2022 IR 999", "ISO 2022 IR 100", "ISO 2022 IR 87\\ISO_IR 100",
+                                         "ISO_IR 999"])
+def test_destinations_that_cannot_be_selected(destination, dcmtk_log):
+    """Unknown terms, a single ISO 2022 term and a multi-byte first value are no destination (as DCMTK)."""
     with pytest.raises(CharsetError) as failure:
         convert_values({PN: ("PN", b"Doe")}, "ISO_IR 100", destination)
     assert str(failure.value) == ("Cannot select destination character set: SpecificCharacterSet (0008,0005) "
@@ -310,7 +330,7 @@ def test_destination_is_selected_before_the_source(dcmtk_log):
     with pytest.raises(CharsetError, match="Cannot select destination"):
         convert_values({PN: ("PN", b"Doe")}, "ISO_IR 999", "ISO 2022 IR 100")
     with pytest.raises(CharsetError, match="Cannot select source"):
-        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 203", "ISO_IR 6")
+        convert_values({PN: ("PN", b"Doe")}, "ISO_IR 999", "ISO_IR 6")
     assert dcmtk_log == ["W: DcmSpecificCharacterSet: 'ISO_IR 6' is not a defined term in DICOM, "
                          "will be treated as an empty value (ASCII)"]
 
@@ -430,14 +450,27 @@ def _destination_failure(source: str, destination: str) -> str:
             f"value '{destination}' not supported)")
 
 
-@pytest.mark.parametrize("request_charset", ["ISO 2022 IR 100", "\\ISO 2022 IR 87", "ISO 2022 IR 6\\ISO 2022 IR 100"])
-def test_ascii_record_for_an_iso_2022_request(request_charset, dcmtk_log):
-    """Sent as it is, without Specific Character Set: the fall-back (ASCII) is not necessary."""
+def test_ascii_record_for_a_single_iso_2022_term_request(dcmtk_log):
+    """A single ISO 2022 term is no destination (as DCMTK): sent as it is, without Specific Character Set:
+    the fall-back (ASCII) is not necessary."""
     values = {PN: ("PN", b"Doe^John")}
-    assert convert_response(values, "", request_charset, CharsetPolicy()) == ({PN: b"Doe^John"}, "")
-    assert dcmtk_log == [_destination_failure("ASCII", request_charset),
+    assert convert_response(values, "", "ISO 2022 IR 100", CharsetPolicy()) == ({PN: b"Doe^John"}, "")
+    assert dcmtk_log == [_destination_failure("ASCII", "ISO 2022 IR 100"),
                          'I: Conversion to fall-back character set "ASCII" is not necessary, '
                          "since the original character set is compatible"]
+
+
+@pytest.mark.parametrize("request_charset", ["\\ISO 2022 IR 87", "ISO 2022 IR 6\\ISO 2022 IR 100"])
+def test_records_for_a_code_extension_request(request_charset, dcmtk_log):
+    """Deliberate difference (README 19): converted to the request's code extensions."""
+    values = {PN: ("PN", b"Doe^John")}
+    assert convert_response(values, "", request_charset, CharsetPolicy()) == ({PN: b"Doe^John"}, request_charset)
+    assert dcmtk_log == [f'I: Successfully converted response from character set "ASCII" to character set '
+                         f'"{request_charset}"']
+    latin = {PN: ("PN", "Müller".encode("latin-1"))}
+    if request_charset.endswith("100"):
+        assert convert_response(latin, "ISO_IR 100", request_charset, CharsetPolicy()) == (
+            {PN: b"M\x1b-A\xfcller"}, request_charset)
 
 
 @pytest.mark.parametrize("record, value", [("ISO_IR 100", "Müller^Jörg".encode("latin-1")),
@@ -456,30 +489,13 @@ def test_latin1_and_utf8_records_for_an_iso_2022_request(record, value, dcmtk_lo
     ]
 
 
-def test_record_in_an_unsupported_set_for_a_utf8_request(dcmtk_log):
+def test_latin9_and_japanese_records_for_a_utf8_request(dcmtk_log):
+    """Deliberate difference (README 19): records in sets Debian's iconv cannot open are converted."""
     values = {PN: ("PN", "Müller^€".encode("iso8859_15"))}
     assert convert_response(values, "ISO_IR 203", "ISO_IR 192", CharsetPolicy()) == (
-        {PN: "Müller^€".encode("iso8859_15")}, "ISO_IR 203")
-    message = "Cannot select source character set: SpecificCharacterSet (0008,0005) value 'ISO_IR 203' not supported"
+        {PN: "Müller^€".encode()}, "ISO_IR 192")
+    assert convert_response({PN: ("PN", JAPANESE[0])}, "\\ISO 2022 IR 87", "ISO_IR 192", CharsetPolicy()) == (
+        {PN: JAPANESE[1].encode()}, "ISO_IR 192")
     assert dcmtk_log == [
-        f'W: Converting response from character set "ISO_IR 203" to character set "ISO_IR 192" failed, '
-        f"(error message: {message})",
-        'I: Trying to convert response from character set "ISO_IR 203" to fall-back character set "ASCII" instead',
-        f'W: Converting response from character set "ISO_IR 203" to character set "ASCII" failed, '
-        f"(error message: {message})",
-    ]
-
-
-def test_japanese_record_for_a_utf8_request(dcmtk_log):
-    values = {PN: ("PN", b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B")}
-    assert convert_response(values, "\\ISO 2022 IR 87", "ISO_IR 192", CharsetPolicy())[1] == "\\ISO 2022 IR 87"
-    assert dcmtk_log == [
-        IR_87_NOT_SUPPORTED,
-        f'W: Converting response from character set "\\ISO 2022 IR 87" to character set "ISO_IR 192" failed, '
-        f"(error message: {CANNOT_OPEN})",
-        'I: Trying to convert response from character set "\\ISO 2022 IR 87" to fall-back character set "ASCII" '
-        "instead",
-        IR_87_NOT_SUPPORTED,
-        f'W: Converting response from character set "\\ISO 2022 IR 87" to character set "ASCII" failed, '
-        f"(error message: {CANNOT_OPEN})",
-    ]
+        'I: Successfully converted response from character set "ISO_IR 203" to character set "ISO_IR 192"',
+        'I: Successfully converted response from character set "\\ISO 2022 IR 87" to character set "ISO_IR 192"']

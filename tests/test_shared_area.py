@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from answers import assert_same_answers, request_charset
 from conftest import Server, needs_dcmtk, run_dcmtk, run_qrscp, simple_config
 from corpus import uid
 from pydicom import dcmread
@@ -327,7 +328,7 @@ def test_both_servers_answer_alike(area: str, query: Query, answers: dict) -> No
     and the same final status (Success)."""
     ours, theirs = answers[area]["qrscp"][query.name], answers[area]["dcmtk"][query.name]
     assert ours["status"] == theirs["status"] == "0x0000"
-    assert ours["responses"] == theirs["responses"]
+    assert_same_answers(ours["responses"], theirs["responses"], request_charset(query.keys))
     assert ours["responses"], "no matches: the area was not read"
 
 

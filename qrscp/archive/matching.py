@@ -23,11 +23,11 @@ C-FIND, a candidate's once per record compared).
 Deliberate differences: a non-empty PatientComments/AdditionalPatientHistory key never matches
 (decisions #11); the entities already reported by an earlier C-FIND of the same association do not
 suppress this one's (DCMTK keeps that list when a C-FIND ends on an empty response); C-MOVE/C-GET
-match with the character set of their own identifier (DCMTK uses the last C-FIND's); a record in a
-code extension that iconv cannot open (``ISO 2022 IR 87``/``159``) is always compared as it is:
-DCMTK keeps the half-selected converter and reads the following records of the same set (up to the
-next match) with the terms before the failing one, so that whether a record matches depends on the
-record before it.
+match with the character set of their own identifier (DCMTK uses the last C-FIND's); records in
+``ISO_IR 203`` or in code extensions with ``ISO 2022 IR 87``/``159``, which Debian's iconv cannot open,
+are converted and compared in UTF-8 (DCMTK compares their bytes, and for the code extensions keeps the
+half-selected converter for the following records of the same set, so that whether a record matches
+depends on the record before it).
 """
 from __future__ import annotations
 

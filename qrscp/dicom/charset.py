@@ -2,23 +2,25 @@
 
 DCMTK's dcmqrscp compares a query key with a record in another character set by converting both to
 UTF-8, and converts every C-FIND response to the character set of the request (or to a configured
-one). Its converter, as built by Debian (on GNU iconv), supports only some of DICOM's character sets,
-and we convert exactly those, with the same results and the same condition texts (observed with
-``dcmconv +C`` and ``dcmqrscp``):
+one). Where its converter converts, we convert with the same results and the same condition texts
+(observed with ``dcmconv +C`` and ``dcmqrscp``, Debian's build on GNU iconv), with Python's codecs:
 
-* source of a conversion (a record, a request): no Specific Character Set (ASCII), ``ISO_IR 6``
-  (with a warning: it is ASCII), ``ISO_IR 100/101/109/110/144/127/126/138/148/13/166/192``,
-  ``GB18030``, ``GBK``; and ISO 2022 code extensions (two or more values, each an ``ISO 2022 IR n``
-  term; the first may be empty) except that iconv cannot open ``ISO 2022 IR 87`` and ``159``;
-* destination (a response): only the single-valued terms of the first list.
+* sources (a record, a request): no Specific Character Set (ASCII), ``ISO_IR 6`` (with a warning: it
+  is ASCII), ``ISO_IR 100/101/109/110/144/127/126/138/148/13/166/192/203``, ``GB18030``, ``GBK``; and
+  ISO 2022 code extensions (two or more values, each an ``ISO 2022 IR n`` term; the first may be empty);
+* destinations (a response): the single-valued terms above, and code extensions: a character outside the
+  first set is written in another declared set behind its escape sequence, and the first set is active
+  again before every delimiter (PS3.5 §6.1.2.5.3).
 
-Everything else fails: ``ISO_IR 203``, a single ``ISO 2022 IR n`` term, code extensions as the
-destination, unknown terms. Character sets are handled as the strings of their (0008,0005) values:
-``""`` is the default repertoire, a multi-valued value keeps its backslashes (``"\\ISO 2022 IR 87"``).
+Everything else fails as DCMTK fails: a single ``ISO 2022 IR n`` term, unknown terms, a multi-byte set
+as the first value. Character sets are handled as the strings of their (0008,0005) values: ``""`` is the
+default repertoire, a multi-valued value keeps its backslashes (``"\\ISO 2022 IR 87"``).
 
-Deliberate differences from DCMTK: ``--transliterate``/``--discard-illegal`` work (DCMTK on iconv
-makes every conversion fail with "Conversion flags not supported by the underlying implementation");
-a response whose conversion fails is sent as it was, never half converted.
+Deliberate differences from DCMTK (README differences 19 and 27): ``ISO_IR 203``, ``ISO 2022 IR 87`` and
+``159`` (which Debian's iconv cannot open) are converted, and responses are converted to code extensions
+(DCMTK converts to no ISO 2022 set); ``--transliterate``/``--discard-illegal`` work (DCMTK on iconv makes
+every conversion fail with "Conversion flags not supported by the underlying implementation"); a
+response whose conversion fails is sent as it was, never half converted.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import logging
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from qrscp.log import DATA, DB, get_logger
 
@@ -40,10 +43,6 @@ AFFECTED_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 
 #: DCMTK's condition text for bytes or characters that have no equivalent (iconv's EILSEQ).
 ILLEGAL_CHARACTER = "Cannot convert character encoding: Invalid or incomplete multibyte or wide character"
-#: DCMTK's condition text when iconv cannot open a character set.
-CANNOT_OPEN = "Cannot open character encoding: Invalid argument"
-#: How DCMTK names its conversion library in its messages (Debian's build).
-_LIBRARY = "GNU C library (iconv), version 2.36"
 
 
 class CharsetError(Exception):
@@ -55,18 +54,21 @@ class _Encoding:
     """An encoding of iconv: the Python codec that reads and writes it, the name DCMTK prints.
 
     ``iconv_decoding``: how iconv's table differs from the codec's when reading (a ``str.translate``
-    table); ``missing``: characters the codec knows but iconv's table has not.
+    table); ``missing``: characters the codec knows but iconv's table has not; ``escape``: for a
+    multi-byte set designated to G0 (the JIS sets), the escape sequence that designates it, with which
+    its bytes are read by the codec (an ISO 2022 codec) and without which its characters are written.
     """
 
     codec: str
     name: str
     iconv_decoding: Mapping[int, int] = field(default_factory=dict)
     missing: frozenset[str] = frozenset()
+    escape: bytes = b""
 
     def decode(self, data: bytes) -> str:
         """``data`` as text; raise CharsetError for bytes that are not in the set."""
         try:
-            text = data.decode(self.codec)
+            text = (self.escape + data + _ASCII_ESCAPE).decode(self.codec) if self.escape else data.decode(self.codec)
         except UnicodeError:
             raise CharsetError(ILLEGAL_CHARACTER) from None
         if self.missing and not self.missing.isdisjoint(text):
@@ -75,13 +77,25 @@ class _Encoding:
 
     def encodable(self, char: str) -> bool:
         """Whether the set has ``char``."""
+        return self.code(char) is not None
+
+    def code(self, char: str) -> bytes | None:
+        """The bytes of ``char`` in this set (without escape sequences), None if it has none."""
+        if char in self.missing:
+            return None
         try:
-            char.encode(self.codec)
+            data = char.encode(self.codec)
         except UnicodeError:
-            return False
-        return char not in self.missing
+            return None
+        if self.escape:
+            if not data.startswith(self.escape):
+                return None
+            data = data[len(self.escape):].removesuffix(_ASCII_ESCAPE)
+        return data
 
 
+#: The escape sequence designating ASCII to G0 (ISO 2022 IR 6).
+_ASCII_ESCAPE = b"\x1b(B"
 _ASCII = _Encoding("ascii", "ASCII")
 _LATIN1 = _Encoding("latin_1", "ISO-8859-1")
 _C1_CONTROLS = frozenset(map(chr, range(0x80, 0xA0)))
@@ -103,14 +117,15 @@ _STAND_ALONE: dict[str, _Encoding] = {
     "ISO_IR 148": _Encoding("iso8859_9", "ISO-8859-9"),
     "ISO_IR 13": _SHIFT_JIS,
     "ISO_IR 166": _TIS_620,
+    "ISO_IR 203": _Encoding("iso8859_15", "ISO-8859-15"),
     UTF8: _Encoding("utf-8", "UTF-8"),
     "GB18030": _Encoding("gb18030", "GB18030"),
     "GBK": _Encoding("gbk", "GBK"),
 }
 
-#: The ISO 2022 terms of code extensions: the escape sequences designating each and its encoding
-#: (None: iconv cannot open it).
-_ISO_2022: dict[str, tuple[tuple[bytes, ...], _Encoding | None]] = {
+#: The ISO 2022 terms of code extensions: the escape sequences designating each (the first designates
+#: what a writer uses), and its encoding.
+_ISO_2022: dict[str, tuple[tuple[bytes, ...], _Encoding]] = {
     "ISO 2022 IR 6": ((b"\x1b(B",), _ASCII),
     "ISO 2022 IR 100": ((b"\x1b-A",), _LATIN1),
     "ISO 2022 IR 101": ((b"\x1b-B",), _STAND_ALONE["ISO_IR 101"]),
@@ -123,8 +138,8 @@ _ISO_2022: dict[str, tuple[tuple[bytes, ...], _Encoding | None]] = {
     "ISO 2022 IR 148": ((b"\x1b-M",), _STAND_ALONE["ISO_IR 148"]),
     "ISO 2022 IR 13": ((b"\x1b)I", b"\x1b(J"), _SHIFT_JIS),
     "ISO 2022 IR 166": ((b"\x1b-T",), _TIS_620),
-    "ISO 2022 IR 87": ((b"\x1b$B",), None),
-    "ISO 2022 IR 159": ((b"\x1b$(D",), None),
+    "ISO 2022 IR 87": ((b"\x1b$B",), _Encoding("iso2022_jp", "ISO-2022-JP", escape=b"\x1b$B")),
+    "ISO 2022 IR 159": ((b"\x1b$(D",), _Encoding("iso2022_jp_2", "ISO-2022-JP-2", escape=b"\x1b$(D")),
     "ISO 2022 IR 149": ((b"\x1b$)C",), _Encoding("euc_kr", "EUC-KR")),
     "ISO 2022 IR 58": ((b"\x1b$)A",), _Encoding("gb2312", "GB2312")),
 }
@@ -199,7 +214,8 @@ class Source:
 
     def _decode_with_code_extensions(self, value: bytes, designations: Mapping[str, _Encoding], vr: str,
                                      check: Callable[[str], object]) -> str:
-        """Escape sequences switch the encoding, delimiters switch back to the first value's. An
+        """Escape sequences switch the encoding, delimiters switch back to the first value's (but within
+        a multi-byte set in G0, whose bytes look like delimiters, only an escape sequence ends it). An
         escape sequence in the first component group of a PN is used, with a warning."""
         delimiters = _TEXT_DELIMITERS + _DELIMITERS.get(vr, b"")
         parts: list[str] = []
@@ -208,7 +224,7 @@ class Source:
         start = position = 0        # value[start:position]: read, not yet decoded, in ``encoding``
         while position < len(value):
             byte = value[position]
-            if byte not in delimiters and byte != _ESC:
+            if byte != _ESC and (byte not in delimiters or encoding.escape):
                 position += 1
                 continue
             parts.append(encoding.decode(value[start:position]))
@@ -277,10 +293,6 @@ def _source(charset: str) -> tuple[Source | str, tuple[_Notice, ...]]:
             return (f"Cannot select source character set: SpecificCharacterSet (0008,0005) value "
                     f"{number} of {len(terms)} '{term}' not supported"), tuple(notices)
         encoding = _ISO_2022[term][1]
-        if encoding is None:
-            notices.append((logging.ERROR, f"DcmSpecificCharacterSet: '{term}' is not supported by the "
-                                           f"utilized character set conversion library '{_LIBRARY}'"))
-            return CANNOT_OPEN, tuple(notices)
         if term in designations:
             notices.append((logging.WARNING, f"DcmSpecificCharacterSet: '{term}' is defined more than once "
                                              "in SpecificCharacterSet (0008,0005), ignoring the duplicate "
@@ -304,13 +316,102 @@ def select_source(charset: str) -> Source:
     return result
 
 
-def _select_destination(charset: str) -> _Encoding:
-    """Select ``charset`` as the destination of a conversion (single-valued terms only); raise CharsetError."""
+class _Destination(Protocol):
+    """Where a conversion writes to: one character set, or code extensions."""
+
+    name: str
+
+    def encodable(self, char: str) -> bool: ...
+
+    def encode(self, text: str, vr: str) -> bytes:
+        """``text`` of VR ``vr`` in this destination; raise CharsetError for a character it has not."""
+
+
+@dataclass(frozen=True, eq=False)
+class _SingleSet:
+    """A destination in one character set."""
+
+    encoding: _Encoding
+
+    @property
+    def name(self) -> str:
+        return self.encoding.name
+
+    def encodable(self, char: str) -> bool:
+        return self.encoding.encodable(char)
+
+    def encode(self, text: str, vr: str) -> bytes:
+        try:
+            if self.encoding.missing.isdisjoint(text):
+                return text.encode(self.encoding.codec)
+        except UnicodeError:
+            pass
+        raise CharsetError(ILLEGAL_CHARACTER)
+
+
+#: The ISO 2022 terms designated to G0 (the others are designated to G1).
+_G0_TERMS = frozenset({"ISO 2022 IR 6", "ISO 2022 IR 87", "ISO 2022 IR 159"})
+
+
+@dataclass(frozen=True, eq=False)
+class _CodeExtensions:
+    """A destination in ISO 2022 code extensions (PS3.5 §6.1.2.5): the first term's set is in effect
+    at the start of each value and again before every delimiter; another declared set is designated
+    by its escape sequence for the characters the first one has not."""
+
+    name: str
+    terms: tuple[str, ...]          # in the order of (0008,0005); the first is never empty here
+
+    def _code(self, char: str) -> tuple[str, bytes] | None:
+        """The term that writes ``char`` (the first that has it, ASCII for 7-bit characters) and its bytes."""
+        for term in ("ISO 2022 IR 6", *self.terms):
+            encoding = _ISO_2022[term][1]
+            code = encoding.code(char)
+            if code is not None and (term in _G0_TERMS or code[0] >= 0x80):
+                return term, code
+        return None
+
+    def encodable(self, char: str) -> bool:
+        return self._code(char) is not None
+
+    def encode(self, text: str, vr: str) -> bytes:
+        delimiters = (_TEXT_DELIMITERS + _DELIMITERS.get(vr, b"")).decode("ascii")
+        first = self.terms[0]
+        initial = {0: "ISO 2022 IR 6", 1: first if first not in _G0_TERMS else None}
+        designated = dict(initial)
+        out = bytearray()
+        for char in text:
+            if char in delimiters:
+                for register, term in initial.items():     # the first set active again
+                    if term is not None and designated[register] != term:
+                        out += _ISO_2022[term][0][0]
+                designated = dict(initial)
+                out += char.encode("ascii")
+                continue
+            found = self._code(char)
+            if found is None:
+                raise CharsetError(ILLEGAL_CHARACTER)
+            term, code = found
+            register = 0 if term in _G0_TERMS else 1
+            if designated[register] != term:
+                out += _ISO_2022[term][0][0]
+                designated[register] = term
+            out += code
+        if designated[0] != "ISO 2022 IR 6":
+            out += _ASCII_ESCAPE
+        return bytes(out)
+
+
+def _select_destination(charset: str) -> _Destination:
+    """Select ``charset`` as the destination of a conversion; raise CharsetError."""
     if charset == "ISO_IR 6":
         get_logger(DATA).warning(_ascii_warning(charset)[1])
-        return _ASCII
+        return _SingleSet(_ASCII)
     if charset in _STAND_ALONE:
-        return _STAND_ALONE[charset]
+        return _SingleSet(_STAND_ALONE[charset])
+    terms = tuple(term or "ISO 2022 IR 6" for term in charset.split("\\"))
+    if len(terms) > 1 and terms[0] not in _NOT_FIRST and all(term in _ISO_2022 for term in terms):
+        return _CodeExtensions(charset, terms)
     raise CharsetError(f"Cannot select destination character set: SpecificCharacterSet (0008,0005) value "
                        f"'{charset}' not supported")
 
@@ -341,14 +442,12 @@ def _fit(text: str, encodable: Callable[[str], bool], transliterate: bool, disca
     return "".join(fitted)
 
 
-def _encode(text: str, destination: _Encoding, transliterate: bool, discard: bool) -> bytes:
-    """``text`` in ``destination``; raise CharsetError."""
+def _encode(text: str, vr: str, destination: _Destination, transliterate: bool, discard: bool) -> bytes:
+    """``text`` of VR ``vr`` in ``destination``; raise CharsetError."""
     try:
-        if destination.missing.isdisjoint(text):
-            return text.encode(destination.codec)
-    except UnicodeError:
-        pass
-    return _fit(text, destination.encodable, transliterate, discard).encode(destination.codec)
+        return destination.encode(text, vr)
+    except CharsetError:
+        return destination.encode(_fit(text, destination.encodable, transliterate, discard), vr)
 
 
 def to_utf8(value: bytes, charset: str, vr: str) -> bytes:
@@ -366,11 +465,13 @@ def convert_values(values: Mapping[int, tuple[str, bytes]], source: str, destina
     destination_encoding = _select_destination(destination)
     source_selected = select_source(source)
 
-    def encode(text: str) -> bytes:
-        return _encode(text, destination_encoding, transliterate, discard)
+    def convert(value: bytes, vr: str) -> bytes:
+        return _encode(source_selected.decode(value, vr, lambda part: _encode(part, vr, destination_encoding,
+                                                                              transliterate, discard)),
+                       vr, destination_encoding, transliterate, discard)
 
     try:
-        return {tag: encode(source_selected.decode(value, vr, encode)) if vr in AFFECTED_VRS and value else value
+        return {tag: convert(value, vr) if vr in AFFECTED_VRS and value else value
                 for tag, (vr, value) in values.items()}
     except CharsetError:
         get_logger(DATA).warning(
