@@ -1,11 +1,13 @@
 """Helpers shared by the tests: DCMTK's tools, free ports, running our programs."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,29 @@ def pytest_collection_modifyitems(config, items):
 def long_run(request) -> bool:
     """True when the suite runs in its long mode (``--long``): soak and fuzz for minutes."""
     return bool(request.config.getoption("--long"))
+
+
+class LogLines(logging.Handler):
+    """The ``X: message`` lines logged under DCMTK's logger names."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname[0]}: {record.getMessage()}")
+
+
+@pytest.fixture
+def dcmtk_log() -> Iterator[list[str]]:
+    """The log lines written to the ``dcmtk`` logger tree during the test."""
+    logger = logging.getLogger("dcmtk")
+    handler = LogLines()
+    saved = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import dcmtk_env, free_port, wait_for_port
 
 BINARY = shutil.which("Orthanc") or next((path for path in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")

@@ -26,22 +26,24 @@ from typing import Iterator
 
 import pytest
 from conftest import Server, free_port, needs_dcmtk, wait_for_port
-from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import AE
-from test_hostile import (
-    SUCCESS,
-    RawPeer,
+from health import (
     assert_healthy,
-    associate_rq,
-    dataset_bytes,
     echo_ok,
     files_under,
     find_uids,
     indexed_uids,
-    instance,
     log_size,
     store,
+)
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from rawpeer import (
+    SUCCESS,
+    RawPeer,
+    associate_rq,
+    dataset_bytes,
+    instance,
     store_request,
 )
 from test_retrieve import StorageSCP
@@ -324,7 +326,7 @@ class WrappedServer(Server):
     are bind mounts of ``directory/hosts.allow`` and ``directory/hosts.deny`` (rewrite those to change
     the rules: the server reads them for every connection)."""
 
-    def __init__(self, directory: Path, config: str) -> None:  # noqa: super().__init__ would start another
+    def __init__(self, directory: Path, config: str) -> None:  # super().__init__ would start another
         self.directory = Path(directory)
         self.port = free_port()
         self.config_path = self.directory / "server.cfg"

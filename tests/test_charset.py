@@ -4,9 +4,6 @@ The expected log lines and error texts are those DCMTK's dcmqrscp 3.6.7 (Debian)
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from qrscp.dicom.charset import (
@@ -32,32 +29,6 @@ KOREAN = (b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab
           "Hong^Gildong=洪^吉洞=홍^길동")
 FIRST_GROUP_ESCAPE = ("W: DcmSpecificCharacterSet: Escape sequences shall not be used in the first component group "
                       "of a Person Name (PN), using them anyway")
-
-
-class LogLines(logging.Handler):
-    """The ``X: message`` lines logged under DCMTK's logger names."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname[0]}: {record.getMessage()}")
-
-
-@pytest.fixture
-def dcmtk_log() -> Iterator[list[str]]:
-    """The log lines written to the ``dcmtk`` logger tree during the test."""
-    logger = logging.getLogger("dcmtk")
-    handler = LogLines()
-    saved = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved)
 
 
 # --- the options ------------------------------------------------------------------------------

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.uid import CTImageStorage
-from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
-
 from conftest import Server, needs_dcmtk, run_dcmtk, simple_config
 from corpus import make_instance, uid, write_instance
 from orthanc import Orthanc, needs_orthanc, wait_for_api
+from pydicom.uid import CTImageStorage
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 pytestmark = needs_dcmtk
 

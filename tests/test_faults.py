@@ -24,9 +24,20 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 from conftest import Server, needs_dcmtk, run_qrscp, simple_config
+from health import (
+    assert_healthy,
+    echo_ok,
+    find_uids,
+    index_problems,
+    indexed_uids,
+    log_size,
+    server_processes,
+    store,
+    worker_serving,
+)
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
-from test_hostile import (
+from rawpeer import (
     CT_CONTEXT,
     FIND_CONTEXT,
     MOVE_CONTEXT,
@@ -34,20 +45,11 @@ from test_hostile import (
     SUCCESS,
     RawPeer,
     ServerEnded,
-    assert_healthy,
     dataset_bytes,
-    echo_ok,
-    find_uids,
     identifier,
-    index_problems,
-    indexed_uids,
     instance,
-    log_size,
     query_request,
-    server_processes,
-    store,
     store_request,
-    worker_serving,
 )
 from test_retrieve import StorageSCP
 

@@ -23,25 +23,22 @@ from typing import Callable, Iterator
 import pytest
 from conftest import Server, needs_dcmtk, simple_config
 from corpus import write_instance
+from health import MemoryGuard, assert_healthy, indexed_uids, store
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_hostile import (
+from rawpeer import (
     AE_TITLE,
     CT_CONTEXT,
     FIND_CONTEXT,
     PEER_TIMEOUT,
     SUCCESS,
-    MemoryGuard,
     RawPeer,
-    assert_healthy,
     associate_rq,
     dataset_bytes,
     identifier,
-    indexed_uids,
     instance,
     p_data,
     pdv,
-    store,
     store_request,
 )
 from test_index import index_values_from_bytes

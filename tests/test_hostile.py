@@ -8,436 +8,69 @@ status or an abort (never a hang), and the server still answers a C-ECHO and a C
 data intact: the index is consistent, nothing was written outside the storage area, and no server
 process grew beyond :data:`MEMORY_LIMIT` (a :class:`MemoryGuard` ends one that does, and the test fails).
 
-The first part holds the helpers that the other robustness modules (``test_access_control``,
-``test_faults``, ``test_load``, ``test_fuzz``) share.
+The raw peer is ``rawpeer.RawPeer``; the health checks are ``health``'s.
 """
 from __future__ import annotations
 
 import os
 import socket
 import struct
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
-import psutil
 import pytest
-from conftest import Server, echoscu, needs_dcmtk, simple_config
-from corpus import make_instance, uid
-from pydicom import config as pydicom_config
+from conftest import Server, needs_dcmtk, simple_config
+from corpus import uid
+from health import (
+    MemoryGuard,
+    assert_healthy,
+    echo_ok,
+    files_under,
+    find_uids,
+    log_size,
+    server_processes,
+    store,
+)
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pydicom.uid import CTImageStorage
+from rawpeer import (
+    AE_TITLE,
+    CANNOT_UNDERSTAND,
+    CT_CONTEXT,
+    DATASET_DOES_NOT_MATCH,
+    FIND_CONTEXT,
+    GET_CONTEXT,
+    MOVE_CONTEXT,
+    MOVE_DESTINATION_UNKNOWN,
+    PEER_TIMEOUT,
+    REFUSED_OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    RawPeer,
+    ServerEnded,
+    associate_rq,
+    dataset_bytes,
+    identifier,
+    instance,
+    item,
+    p_data,
+    pdu_bytes,
+    pdv,
+    query_request,
+    store_request,
+)
 
-from qrscp.archive.storage_area import StorageArea
-from qrscp.cli.dcmqridx import check_area
 from qrscp.dicom import uids
 from qrscp.net import dimse, pdu
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]   # pydicom on invalid UIDs
 
-AE_TITLE = "QRSCP"
-SUCCESS = 0x0000
-PENDING = 0xFF00
-REFUSED_OUT_OF_RESOURCES = 0xA700
-MOVE_DESTINATION_UNKNOWN = 0xA801
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-#: A server process whose resident memory exceeds this is runaway: the guard kills it.
-MEMORY_LIMIT = 400 << 20
 #: Every UID this module stores lies under this branch of the corpus root.
 BRANCH = 81
 SEED_COUNT = 3
-#: The server's ACSE and DIMSE timeouts in this module (-ta/-td): how long a silent peer may stall a worker.
-PEER_TIMEOUT = 2
-
-
-# === helpers shared by the robustness modules =========================================================
-
-def instance(branch: int, study: int, number: int, **attributes: object) -> Dataset:
-    """CT instance ``number`` of study ``study`` (one series) under ``uid(branch, ...)``."""
-    values: dict[str, object] = {"StudyInstanceUID": uid(branch, study), "SeriesInstanceUID": uid(branch, study, 1),
-                                 "SOPInstanceUID": uid(branch, study, 1, number), "InstanceNumber": str(number),
-                                 "PatientID": f"P{branch}-{study}"}
-    values.update(attributes)
-    with pydicom_config.disable_value_validation():   # over-long and path-like UIDs are meant
-        return make_instance(CTImageStorage, ExplicitVRLittleEndian, **values)
-
-
-def dataset_bytes(dataset: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
-    """``dataset`` encoded as a DIMSE data set (no file meta information)."""
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR = transfer_syntax == ImplicitVRLittleEndian
-    buffer.is_little_endian = True
-    with pydicom_config.disable_value_validation():
-        write_dataset(buffer, dataset)
-    return buffer.getvalue()
-
-
-def _client(calling: str) -> AE:
-    ae = AE(ae_title=calling)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
-    return ae
-
-
-def store(port: int, datasets: Iterable[Dataset], called: str = AE_TITLE, calling: str = "STORESCU") -> list[int]:
-    """C-STORE ``datasets`` on one pynetdicom association; their statuses (-1: no response)."""
-    datasets = list(datasets)
-    ae = _client(calling)
-    for sop_class in sorted({str(d.SOPClassUID) for d in datasets}):
-        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    association = ae.associate("127.0.0.1", port, ae_title=called)
-    assert association.is_established, f"store association to {called} not established"
-    try:
-        statuses = []
-        for dataset in datasets:
-            status = association.send_c_store(dataset)
-            statuses.append(int(status.Status) if "Status" in status else -1)
-        return statuses
-    finally:
-        association.release()
-
-
-def find_uids(port: int, called: str = AE_TITLE, calling: str = "FINDSCU", **keys: str) -> list[str]:
-    """The SOP Instance UIDs an IMAGE-level Study Root C-FIND returns (one per pending response); ``keys``
-    may give StudyInstanceUID and SeriesInstanceUID. Raises AssertionError unless the association is
-    accepted and the find ends with Success."""
-    ae = _client(calling)
-    ae.add_requested_context(uids.STUDY_ROOT_FIND, ExplicitVRLittleEndian)
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "IMAGE"
-    identifier.StudyInstanceUID = keys.get("StudyInstanceUID", "")
-    identifier.SeriesInstanceUID = keys.get("SeriesInstanceUID", "")
-    identifier.SOPInstanceUID = ""
-    association = ae.associate("127.0.0.1", port, ae_title=called)
-    assert association.is_established, f"find association to {called} not established"
-    try:
-        found, final = [], None
-        for status, answer in association.send_c_find(identifier, uids.STUDY_ROOT_FIND):
-            assert status is not None and "Status" in status, "C-FIND without a response"
-            if status.Status == PENDING:
-                found.append(str(answer.SOPInstanceUID))
-            else:
-                final = int(status.Status)
-        assert final == SUCCESS, f"C-FIND ended with 0x{final:04x}" if final is not None else "no final response"
-        return found
-    finally:
-        association.release()
-
-
-def echo_ok(port: int, called: str = AE_TITLE) -> bool:
-    """True if DCMTK's echoscu gets a C-ECHO answered by ``called`` (it exits 0 even after "E: Echo
-    Failed", so its messages count too)."""
-    result = echoscu(port, "-to", "10", "-ta", "10", "-td", "10", called=called)
-    return result.returncode == 0 and b"E: " not in result.stdout + result.stderr
-
-
-def indexed_uids(area: Path) -> list[str]:
-    """The SOP Instance UIDs of the live records of ``area``'s index, in slot order."""
-    with StorageArea(str(area), 500, -1, create_directory=False) as storage:
-        return [value.decode() for value in storage.read_columns([0x00080018])[0x00080018]]
-
-
-def index_problems(area: Path) -> list[str]:
-    """What ``dcmqridx --check`` finds wrong with ``area`` (the same check, in process): [] if consistent."""
-    with StorageArea(str(area), 500, -1, create_directory=False) as storage:
-        return check_area(storage)
-
-
-def server_processes(server: Server) -> list[psutil.Process]:
-    """The server's supervisor and its live workers."""
-    try:
-        supervisor = psutil.Process(server.process.pid)
-        return [supervisor, *supervisor.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def worker_serving(server: Server, client_port: int, timeout: float = 5) -> psutil.Process:
-    """The worker whose TCP connection comes from the local port ``client_port``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in server_processes(server)[1:]:
-            try:
-                if any(c.raddr and c.raddr.port == client_port for c in process.net_connections(kind="tcp")):
-                    return process
-            except psutil.NoSuchProcess:
-                continue
-        time.sleep(0.02)
-    raise AssertionError(f"no worker serves the connection from port {client_port}")
-
-
-def files_under(directory: Path) -> set[Path]:
-    """Every file below ``directory``."""
-    return {path for path in directory.rglob("*") if path.is_file()}
-
-
-def log_size(server: Server) -> int:
-    """The current length of the server's log, to read only what follows."""
-    return len(server.stderr_path.read_text(errors="replace"))
-
-
-class MemoryGuard:
-    """While active, polls the resident memory of the server's processes; one above ``limit`` is killed
-    (and recorded in ``runaway``) before it can exhaust the machine."""
-
-    def __init__(self, server: Server, limit: int = MEMORY_LIMIT, interval: float = 0.01) -> None:
-        self.server = server
-        self.limit = limit
-        self.interval = interval
-        self.runaway: list[tuple[int, int]] = []   # (pid, rss) of the processes killed
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for process in server_processes(self.server):
-                try:
-                    rss = process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    continue
-                self.peak = max(self.peak, rss)
-                if rss > self.limit:
-                    self.runaway.append((process.pid, rss))
-                    process.kill()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "MemoryGuard":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def assert_bounded(self) -> None:
-        assert not self.runaway, f"server processes grew beyond {self.limit >> 20} MiB: {self.runaway}"
-
-
-def assert_healthy(server: Server, area: Path, expected: Iterable[str], called: str = AE_TITLE) -> None:
-    """The server answers a C-ECHO and a C-FIND that returns exactly ``expected``; its index holds exactly
-    those instances and is consistent; no server process is beyond :data:`MEMORY_LIMIT`."""
-    assert server.process.poll() is None, f"server exited with {server.process.returncode}"
-    assert echo_ok(server.port, called), "no C-ECHO answer"
-    expected = sorted(expected)
-    assert sorted(find_uids(server.port, called)) == expected
-    assert sorted(indexed_uids(area)) == expected
-    assert index_problems(area) == []
-    for process in server_processes(server):
-        try:
-            assert process.memory_info().rss < MEMORY_LIMIT, f"process {process.pid} is too large"
-        except psutil.NoSuchProcess:
-            pass
-
-
-# --- a hand-driven peer ---------------------------------------------------------------------------------
-
-def pdu_bytes(pdu_type: int, body: bytes, length: int | None = None) -> bytes:
-    """A PDU of ``pdu_type`` with ``body``; ``length`` overrides the length field."""
-    return struct.pack(">BBL", pdu_type, 0, len(body) if length is None else length) + body
-
-
-def item(item_type: int, value: bytes, length: int | None = None) -> bytes:
-    """An A-ASSOCIATE item or sub-item; ``length`` overrides the length field."""
-    return struct.pack(">BBH", item_type, 0, len(value) if length is None else length) + value
-
-
-def pdv(context_id: int, control: int, data: bytes) -> bytes:
-    """One PDV item: its length, the context id, the message control header and ``data``."""
-    return struct.pack(">LBB", len(data) + 2, context_id, control) + data
-
-
-def p_data(*pdvs: bytes) -> bytes:
-    return pdu_bytes(pdu.P_DATA_TF, b"".join(pdvs))
-
-
-#: The presentation contexts :meth:`RawPeer.establish` proposes, with their ids.
-STANDARD_CONTEXTS = {1: uids.VERIFICATION, 3: uids.STUDY_ROOT_FIND, 5: uids.STUDY_ROOT_MOVE,
-                     7: uids.STUDY_ROOT_GET, 9: CTImageStorage}
-
-
-def associate_rq(called: str = AE_TITLE, calling: str = "RAWSCU", contexts: dict[int, str] | None = None,
-                 transfer_syntaxes: tuple[str, ...] = (uids.EXPLICIT_VR_LE,),
-                 max_pdu_length: int = 16384) -> pdu.AssociateRQ:
-    """A well-formed A-ASSOCIATE-RQ proposing ``contexts`` (id -> abstract syntax)."""
-    contexts = STANDARD_CONTEXTS if contexts is None else contexts
-    return pdu.AssociateRQ(called_ae_title=called, calling_ae_title=calling,
-                           contexts=[pdu.PresentationContextRQ(i, a, list(transfer_syntaxes))
-                                     for i, a in contexts.items()],
-                           application_context=uids.APPLICATION_CONTEXT, max_pdu_length=max_pdu_length,
-                           implementation_class_uid="1.2.826.0.1.3680043.8.498.1",
-                           implementation_version_name="RAWSCU")
-
-
-class ServerEnded(Exception):
-    """The server aborted (``pdu_type`` A-ABORT) or closed (None) the connection instead of answering."""
-
-    def __init__(self, pdu_type: int | None) -> None:
-        super().__init__("A-ABORT" if pdu_type == pdu.A_ABORT else f"PDU {pdu_type}" if pdu_type else "closed")
-        self.pdu_type = pdu_type
-
-
-class RawPeer:
-    """A DICOM peer driven by hand on a plain socket: it sends any bytes and reads PDUs as they come."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client_port = self.sock.getsockname()[1]
-        self.timeout = timeout
-        self.max_pdv = 16372
-        self._buffer = bytearray()
-
-    def __enter__(self) -> "RawPeer":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> bool:
-        """Send ``data``; False if the server had already closed the connection."""
-        try:
-            self.sock.sendall(data)
-            return True
-        except (BrokenPipeError, ConnectionResetError):
-            return False
-
-    def read_pdu(self, timeout: float | None = None) -> tuple[int, bytes] | None:
-        """The next PDU from the server, (type, body); None once it has closed the connection.
-        Raises TimeoutError if no complete PDU arrives in time."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            if len(self._buffer) >= 6:
-                pdu_type, _, length = struct.unpack_from(">BBL", self._buffer)
-                if len(self._buffer) >= 6 + length:
-                    body = bytes(self._buffer[6:6 + length])
-                    del self._buffer[:6 + length]
-                    return pdu_type, body
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the server neither answered nor closed the connection")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return None
-            self._buffer += chunk
-
-    def ending(self, timeout: float | None = None) -> list[int]:
-        """Read until the server closes the connection; the types of the PDUs it sent meanwhile."""
-        types = []
-        while (received := self.read_pdu(timeout)) is not None:
-            types.append(received[0])
-        return types
-
-    def associate(self, rq: pdu.AssociateRQ | None = None) -> tuple[int, bytes] | None:
-        """Send ``rq`` (default :func:`associate_rq`); the server's answer PDU."""
-        self.send(pdu.encode_associate_rq(rq or associate_rq()))
-        return self.read_pdu()
-
-    def establish(self, rq: pdu.AssociateRQ | None = None) -> dict[int, str]:
-        """Associate; the accepted contexts (id -> transfer syntax). Fails the test unless accepted."""
-        answer = self.associate(rq)
-        assert answer is not None and answer[0] == pdu.A_ASSOCIATE_AC, f"association not accepted: {answer}"
-        ac = pdu.decode_associate_ac(answer[1])
-        if ac.max_pdu_length:
-            self.max_pdv = ac.max_pdu_length - 12
-        return {c.context_id: c.transfer_syntax for c in ac.contexts if c.result == pdu.ACCEPTANCE}
-
-    def send_fragments(self, context_id: int, data: bytes, command: bool, last: bool = True,
-                       size: int | None = None) -> bool:
-        """``data`` as PDVs of at most ``size`` bytes (one per PDU); the final one flagged last if ``last``."""
-        size = size or self.max_pdv
-        chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
-        out = bytearray()
-        for number, chunk in enumerate(chunks, 1):
-            control = (0x01 if command else 0x00) | (0x02 if last and number == len(chunks) else 0x00)
-            out += p_data(pdv(context_id, control, chunk))
-        return self.send(bytes(out))
-
-    def send_message(self, context_id: int, command: dimse.Command, dataset: bytes | None = None) -> bool:
-        """A command (its CommandDataSetType set from ``dataset``) and the data set, if any."""
-        command = {"CommandDataSetType": dimse.NO_DATASET if dataset is None else dimse.DATASET_PRESENT, **command}
-        sent = self.send_fragments(context_id, dimse.encode_command(command), command=True)
-        if dataset is not None:
-            sent = self.send_fragments(context_id, dataset, command=False) and sent
-        return sent
-
-    def receive_message(self, timeout: float | None = None) -> tuple[dimse.Command, bytes | None]:
-        """The next message from the server: (command, data set or None). Raises :class:`ServerEnded`."""
-        command: bytearray = bytearray()
-        dataset: bytearray | None = None
-        decoded: dimse.Command | None = None
-        while True:
-            received = self.read_pdu(timeout)
-            if received is None or received[0] != pdu.P_DATA_TF:
-                raise ServerEnded(None if received is None else received[0])
-            for _context_id, control, data in pdu.decode_p_data(received[1]):
-                if control & 0x01:
-                    command += data
-                    if control & 0x02:
-                        decoded = dimse.decode_command(bytes(command))
-                        if not dimse.has_dataset(decoded):
-                            return decoded, None
-                        dataset = bytearray()
-                else:
-                    assert dataset is not None, "data set before its command"
-                    dataset += data
-                    if control & 0x02:
-                        assert decoded is not None
-                        return decoded, bytes(dataset)
-
-    def final_response(self, timeout: float | None = None) -> tuple[dimse.Command, list[dimse.Command]]:
-        """Read responses until one is not Pending: (final response, pending ones)."""
-        pending = []
-        while True:
-            response, _dataset = self.receive_message(timeout)
-            if response.get("Status") not in (PENDING, 0xFF01):
-                return response, pending
-            pending.append(response)
-
-    def echo_status(self, context_id: int = 1, message_id: int = 99) -> int:
-        """C-ECHO on this association; the status."""
-        self.send_message(context_id, {"CommandField": dimse.C_ECHO_RQ, "MessageID": message_id,
-                                       "AffectedSOPClassUID": uids.VERIFICATION})
-        response, _ = self.receive_message()
-        assert response["MessageIDBeingRespondedTo"] == message_id
-        return response["Status"]
-
-
-def store_request(dataset: Dataset, message_id: int = 1, **overrides: object) -> dimse.Command:
-    """The C-STORE-RQ command for ``dataset`` (``overrides`` replace its fields)."""
-    return {"CommandField": dimse.C_STORE_RQ, "MessageID": message_id, "Priority": 0,
-            "AffectedSOPClassUID": str(dataset.SOPClassUID),
-            "AffectedSOPInstanceUID": str(dataset.SOPInstanceUID), **overrides}
-
-
-def query_request(command_field: int, sop_class: str, message_id: int = 1, **overrides: object) -> dimse.Command:
-    return {"CommandField": command_field, "MessageID": message_id, "Priority": 0,
-            "AffectedSOPClassUID": sop_class, **overrides}
-
-
-def identifier(**keys: str) -> bytes:
-    """An explicit VR little endian query identifier."""
-    dataset = Dataset()
-    with pydicom_config.disable_value_validation():
-        for keyword, value in keys.items():
-            setattr(dataset, keyword, value)
-    return dataset_bytes(dataset)
 
 
 # === this module's server ===============================================================================
@@ -662,8 +295,6 @@ def test_tiny_maximum_pdu_length(guarded: Archive, max_pdu_length: int) -> None:
 
 
 # === 2. broken PDUs and DIMSE command sets on an established association ================================
-
-FIND_CONTEXT, MOVE_CONTEXT, GET_CONTEXT, CT_CONTEXT = 3, 5, 7, 9
 
 
 def _element(group: int, element: int, value: bytes, length: int | None = None) -> bytes:

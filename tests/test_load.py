@@ -40,19 +40,13 @@ from conftest import (
     wait_for_port,
 )
 from corpus import uid, write_instance
+from health import echo_ok, find_uids, index_problems, indexed_uids, server_processes
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
+from rawpeer import instance
 from test_faults import assert_checked, image_files
-from test_hostile import (
-    echo_ok,
-    find_uids,
-    index_problems,
-    indexed_uids,
-    instance,
-    server_processes,
-)
 
 from qrscp.dicom import uids
 from qrscp.server.supervisor import MAX_IDLE_WORKERS

@@ -22,7 +22,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
-from test_charset import dcmtk_log  # noqa: F401  (fixture)
 
 from qrscp.archive.matching import (
     FIND_MODELS,

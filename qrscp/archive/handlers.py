@@ -20,6 +20,7 @@ from qrscp.archive.storage_area import DatabaseError, StorageArea
 from qrscp.dicom import conversion, fileformat
 from qrscp.dicom.charset import CharsetPolicy
 from qrscp.dicom.conversion import OutputFormat, StoredInstance
+from qrscp.dicom.elements import raw_text
 from qrscp.dicom.identifiers import Identifier
 from qrscp.dicom.inflate import InflateLimitExceeded
 from qrscp.dicom.status import OUT_OF_RESOURCES, UNABLE_TO_PROCESS
@@ -210,7 +211,7 @@ class AreaRetrieveHandler:
         fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))
         columns = self.area.read_columns(fields)
         filenames, classes, instances = columns["filename"], columns["sop_class_uid"], columns[_SOP_INSTANCE_UID]
-        return [Instance(classes[row].decode("ascii", "replace"), instances[row].decode("ascii", "replace"),
+        return [Instance(raw_text(classes[row]), raw_text(instances[row]),
                          filenames[row].decode("utf-8", "surrogateescape"))
                 for row in matching.retrieve_matches(query, columns)]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qrscp.archive import index
-from qrscp.dicom.elements import STRING_VRS, Encoding
+from qrscp.dicom.elements import STRING_VRS, Encoding, raw_text
 from qrscp.dicom.fileformat import (
     TRANSFER_SYNTAX_UID,
     detect_transfer_syntax,
@@ -126,10 +126,10 @@ def _values(source: Source, start: int, encoding: Encoding) -> IndexValues:
         raw = element.value if element.value is not None else source.read(element.position, _VALUE_READ_LIMIT)
         return find_and_get_string(element.vr, raw)
 
-    sop_class_uid = value(SOP_CLASS_UID).decode("latin-1")
+    sop_class_uid = raw_text(value(SOP_CLASS_UID))
     description = _instance_description(sop_class_uid, found.keys(), reader.watched, value)
     return IndexValues(values={tag: value(tag) for tag in PARAM_TAGS}, instance_description=description,
-                       sop_class_uid=sop_class_uid, sop_instance_uid=value(SOP_INSTANCE_UID).decode("latin-1"))
+                       sop_class_uid=sop_class_uid, sop_instance_uid=raw_text(value(SOP_INSTANCE_UID)))
 
 
 def _instance_description(sop_class_uid: str, present, signed: bool | None, value) -> bytes:

@@ -43,6 +43,7 @@ from operator import contains, itemgetter, ne, or_
 from pydicom.datadict import dictionary_VR
 
 from qrscp.dicom import charset as cs
+from qrscp.dicom.elements import raw_bytes
 from qrscp.dicom.identifiers import Identifier, make_identifier
 from qrscp.log import DB, get_logger
 
@@ -630,7 +631,7 @@ def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int,
                                           cs.parse_charset(columns["charset"][row]), query.request_charset, policy)
     elements = [(tag, vrs[tag], value) for tag, value in values.items()]
     elements += [(QUERY_RETRIEVE_LEVEL, "CS", query.level_name.encode()),
-                 (RETRIEVE_AE_TITLE, "AE", retrieve_ae_title.encode("latin-1"))]
+                 (RETRIEVE_AE_TITLE, "AE", raw_bytes(retrieve_ae_title))]
     if charset:
         elements.append((SPECIFIC_CHARACTER_SET, "CS", charset.encode("latin-1")))
     return make_identifier(elements)

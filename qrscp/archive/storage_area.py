@@ -29,6 +29,7 @@ from qrscp.archive import index, locking
 from qrscp.archive.index_values import IndexValues
 from qrscp.archive.journal import WriteJournal
 from qrscp.dicom import uids
+from qrscp.dicom.elements import raw_bytes
 
 LOG = log.get_logger(log.DB)
 
@@ -470,7 +471,7 @@ class StorageArea:
         sop_uid = index.stored_value(index.SOP_INSTANCE_UID.field, values.values[index.SOP_INSTANCE_UID.tag])
         study_uid = index.stored_value(index.STUDY_INSTANCE_UID.field, values.study_instance_uid)
         record = index.Record(
-            filename=name, sop_class_uid=sop_class_uid.encode("latin-1"), recorded_date=0.0,
+            filename=name, sop_class_uid=raw_bytes(sop_class_uid), recorded_date=0.0,
             image_size=image_size, hstat=index.OBJECT_IS_NEW if is_new else index.OBJECT_IS_NOT_NEW,
             params=index.param_values(values.values), instance_description=values.instance_description)
         if self.read_only:

@@ -49,6 +49,17 @@ _SIGNED_IF_PIXEL_REPRESENTATION = frozenset((
     0x00409211, 0x00409216, 0x00603004, 0x00603006))
 
 
+def raw_text(value: bytes) -> str:
+    """A UID, AE title or code string as text, byte for byte: a byte outside ASCII becomes a lone surrogate,
+    so that :func:`raw_bytes` gives back exactly what was received (DCMTK keeps such bytes too)."""
+    return value.decode("ascii", "surrogateescape")
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes of a value made by :func:`raw_text` (or of plain ASCII text)."""
+    return text.encode("ascii", "surrogateescape")
+
+
 class DataSetError(ValueError):
     """The data is not a data set that DCMTK could read (or it exceeds a bound of this package)."""
 

@@ -15,7 +15,14 @@ from typing import BinaryIO
 from pydicom.datadict import get_entry
 
 from qrscp.dicom import uids
-from qrscp.dicom.elements import SOP_CLASS_UID, SOP_INSTANCE_UID, STANDARD_VRS, Encoding
+from qrscp.dicom.elements import (
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STANDARD_VRS,
+    Encoding,
+    raw_bytes,
+    raw_text,
+)
 from qrscp.dicom.inflate import inflate_pieces
 from qrscp.dicom.reader import BytesSource, DataSetError, FileSource, Reader, Source
 
@@ -40,12 +47,12 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
 
 
 def _padded_uid(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    raw = raw_bytes(uid)
     return raw + b"\0" if len(raw) % 2 else raw
 
 
 def _padded_text(text: str) -> bytes:
-    raw = text.encode("ascii", "replace")
+    raw = raw_bytes(text)
     return raw + b" " if len(raw) % 2 else raw
 
 
@@ -132,7 +139,7 @@ def read_meta(source: Source) -> tuple[int, dict[int, bytes]]:
 
 
 def _uid(value: bytes | None) -> str:
-    return value.decode("latin-1").strip(" \0") if value else ""
+    return raw_text(value).strip(" \0") if value else ""
 
 
 def dataset_sop_uids(source: Source, transfer_syntax: str, start: int = 0) -> tuple[str, str]:

@@ -103,6 +103,9 @@ def configure(level: str = "warn", config_file: str | None = None, appname: str 
     """
     global _configured
     _configured = True
+    for stream in (sys.stdout, sys.stderr):   # bytes a peer sent outside ASCII are logged as they came
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     root = logging.getLogger("dcmtk")
     for handler in list(root.handlers):
         root.removeHandler(handler)

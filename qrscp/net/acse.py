@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+from qrscp import log
 from qrscp.dicom import uids
 from qrscp.net import pdu, transport
 from qrscp.net.association import AcceptedContext, Association
@@ -16,6 +17,8 @@ from qrscp.net.pdu import (
     PresentationContextRQ,
 )
 from qrscp.net.transport import Transport
+
+LOG = log.get_logger(log.NET)
 
 
 class AssociationRejected(Exception):
@@ -30,16 +33,37 @@ class AssociationFailed(Exception):
     """The peer answered our A-ASSOCIATE-RQ with something other than an accept or reject."""
 
 
+class UnexpectedPDU(pdu.PDUError):
+    """A connection opened with a PDU other than an A-ASSOCIATE-RQ."""
+
+    def __init__(self, pdu_type: int) -> None:
+        super().__init__(f"0006:0303 expected an A-ASSOCIATE-RQ PDU, got {pdu.PDU_NAMES[pdu_type]}")
+        self.pdu_type = pdu_type
+
+
 def read_associate_rq(conn: Transport, timeout: float | None) -> AssociateRQ:
     """Read the A-ASSOCIATE-RQ that opens an incoming association.
 
-    Raises :class:`pdu.PDUError` (anything but a well-formed A-ASSOCIATE-RQ),
+    Another first PDU is met as DCMTK meets it: a known kind gets an A-ABORT (an A-ABORT gets nothing), an
+    unknown type or an over-long request gets nothing at all; the rest of it is left unread, so that
+    closing the connection then resets it. Raises :class:`pdu.PDUError` (:class:`UnexpectedPDU`,
+    :class:`pdu.UnknownPDUType`, :class:`pdu.PDUTooLarge`, or a malformed request),
     :class:`transport.TransportClosed` or :class:`TimeoutError`.
     """
-    pdu_type, body = conn.read_pdu(0, timeout)
+    pdu_type, length = conn.read_pdu_header(timeout, exact=True)
+    if pdu_type not in pdu.PDU_NAMES:
+        raise pdu.UnknownPDUType(pdu_type)
     if pdu_type != pdu.A_ASSOCIATE_RQ:
-        raise pdu.PDUError(f"expected an A-ASSOCIATE-RQ, got {pdu.PDU_NAMES[pdu_type]}")
-    return pdu.decode_associate_rq(body)
+        if pdu_type != pdu.A_ABORT:
+            try:
+                conn.send(pdu.encode_abort())
+            except OSError:
+                pass
+        raise UnexpectedPDU(pdu_type)
+    if length > pdu.MAX_ASSOCIATE_PDU:
+        LOG.error("A-ASSOCIATE PDU too large: %d bytes, refusing.", length)
+        raise pdu.PDUTooLarge(pdu_type, length, pdu.MAX_ASSOCIATE_PDU)
+    return pdu.decode_associate_rq(conn.read_pdu_body(length, exact=True))
 
 
 def send_reject(conn: Transport, result: int, source: int, reason: int) -> None:
@@ -52,7 +76,8 @@ def send_reject(conn: Transport, result: int, source: int, reason: int) -> None:
 
 
 def send_accept(conn: Transport, rq: AssociateRQ, results: list[PresentationContextAC],
-                roles: dict[str, tuple[bool, bool]], max_receive_pdu: int, peer_host: str) -> Association:
+                roles: dict[str, tuple[bool, bool]], max_receive_pdu: int, peer_host: str,
+                acse_timeout: float | None) -> Association:
     """Send the A-ASSOCIATE-AC for ``rq`` and return the established association."""
     ac = AssociateAC(
         called_ae_title=rq.called_ae_title, calling_ae_title=rq.calling_ae_title, contexts=results,
@@ -71,7 +96,7 @@ def send_accept(conn: Transport, rq: AssociateRQ, results: list[PresentationCont
                                                       result.transfer_syntax, scu, scp)
     return Association(conn, called_ae_title=rq.called_ae_title, calling_ae_title=rq.calling_ae_title,
                        peer_host=peer_host, contexts=accepted, max_receive_pdu=max_receive_pdu,
-                       max_send_pdu=rq.max_pdu_length)
+                       max_send_pdu=rq.max_pdu_length, artim_timeout=acse_timeout)
 
 
 def request_association(host: str, port: int, *, calling_ae_title: str, called_ae_title: str,
@@ -110,7 +135,7 @@ def request_association(host: str, port: int, *, calling_ae_title: str, called_a
     }
     return Association(conn, called_ae_title=called_ae_title, calling_ae_title=calling_ae_title,
                        peer_host=host, contexts=accepted, max_receive_pdu=max_receive_pdu,
-                       max_send_pdu=ac.max_pdu_length)
+                       max_send_pdu=ac.max_pdu_length, artim_timeout=acse_timeout)
 
 
 def peer_name(address: str, lookup: bool) -> str:

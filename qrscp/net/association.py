@@ -52,6 +52,10 @@ class ProtocolError(Exception):
     """The peer broke the protocol: the association must be aborted."""
 
 
+#: How DCMTK words a message whose next fragment did not come within the DIMSE timeout (``-td``).
+TIMEOUT_CONDITION = "0006:0207 DIMSE No data available (timeout in non-blocking mode)"
+
+
 def closed_condition(closed: TransportClosed, reading_command: bool) -> str:
     """How DCMTK's network layer words a connection the peer closed while a message was being read:
     a peer abort between two PDUs, a failed read in the middle of one."""
@@ -65,7 +69,8 @@ class Association:
     """DIMSE message exchange on an established association."""
 
     def __init__(self, transport: Transport, *, called_ae_title: str, calling_ae_title: str, peer_host: str,
-                 contexts: dict[int, AcceptedContext], max_receive_pdu: int, max_send_pdu: int) -> None:
+                 contexts: dict[int, AcceptedContext], max_receive_pdu: int, max_send_pdu: int,
+                 artim_timeout: float | None = 30.0) -> None:
         self.transport = transport
         self.called_ae_title = called_ae_title
         self.calling_ae_title = calling_ae_title
@@ -74,6 +79,8 @@ class Association:
         self.max_receive_pdu = max_receive_pdu
         # a peer's absurdly small maximum (below our own overhead) still gets one byte per PDV
         self.max_send_pdv = max(max_send_pdu - PDV_OVERHEAD, 1) if max_send_pdu else UNLIMITED_PDV
+        #: how long an abort waits for the peer to close its end (the ACSE timeout, ``-ta``)
+        self.artim_timeout = artim_timeout
         self._pdvs: deque[tuple[int, int, memoryview]] = deque()
         self._message_id = 0
 
@@ -246,14 +253,15 @@ class Association:
         finally:
             self.transport.close()
 
-    def abort(self, source: int = 2) -> None:
-        """Send an A-ABORT (ignoring a connection that is already gone) and close."""
+    def abort(self) -> None:
+        """Send an A-ABORT (as DCMTK sends it: source service-user, no reason), then close once the peer
+        has closed its end or the ARTIM timer (``-ta``) has run out (PS3.8 §9.1.6, state 13)."""
         try:
-            self.transport.send(pdu.encode_abort(source))
+            self.transport.send(pdu.encode_abort())
         except OSError:
-            pass
-        finally:
             self.transport.close()
+            return
+        self.transport.drain_and_close(self.artim_timeout)
 
     def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None,
                     requestor_scp: bool | None = None) -> AcceptedContext | None:

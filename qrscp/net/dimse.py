@@ -8,7 +8,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from qrscp import log
 from qrscp.dicom import uids
+from qrscp.dicom.elements import raw_bytes, raw_text
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -58,22 +60,50 @@ _ELEMENTS: dict[str, tuple[int, str]] = {
 _BY_ELEMENT = {element: (keyword, vr) for keyword, (element, vr) in _ELEMENTS.items()}
 _ORDER = {keyword: element for keyword, (element, _vr) in _ELEMENTS.items()}
 
-#: The longest value we accept in a command element: UIDs are at most 64 bytes, AE titles 16, and an
-#: ErrorComment 64; anything longer is a malformed command.
-_MAX_VALUE = {"UI": 64, "AE": 16, "LO": 64, "US": 2, "AT": 4}
+#: The longest value of a command element of each VR (DCMTK's ``DIC_UI_LEN``, ``DIC_AE_LEN``): a longer one
+#: makes the command unparsable.
+_MAX_VALUE = {"UI": 64, "AE": 16, "LO": 64}
 
 _ELEMENT_HEADER = struct.Struct("<HHL")
 
+#: N-EVENT-REPORT, N-GET, N-SET, N-ACTION, N-CREATE and N-DELETE, requests and responses: commands DIMSE
+#: knows, and dcmqrscp refuses to handle.
+N_COMMANDS = frozenset(code | response for code in range(0x0100, 0x0160, 0x10) for response in (0, 0x8000))
+_COMMON_RQ = ("MessageID", "CommandDataSetType")
+_COMMON_RSP = ("MessageIDBeingRespondedTo", "CommandDataSetType", "Status")
+#: The elements each command must have, in the order DCMTK's ``DIMSE_parseCmdObject`` looks for them.
+_REQUIRED: dict[int, tuple[str, ...]] = {
+    C_ECHO_RQ: _COMMON_RQ + ("AffectedSOPClassUID",),
+    C_STORE_RQ: _COMMON_RQ + ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority"),
+    C_FIND_RQ: _COMMON_RQ + ("AffectedSOPClassUID", "Priority"),
+    C_GET_RQ: _COMMON_RQ + ("AffectedSOPClassUID", "Priority"),
+    C_MOVE_RQ: _COMMON_RQ + ("AffectedSOPClassUID", "Priority", "MoveDestination"),
+    C_CANCEL_RQ: ("MessageIDBeingRespondedTo", "CommandDataSetType"),
+    **{response: _COMMON_RSP for response in (C_ECHO_RSP, C_STORE_RSP, C_FIND_RSP, C_MOVE_RSP, C_GET_RSP)},
+    **{command: () for command in N_COMMANDS},
+}
+
+#: DCMTK's condition text for a command set that does not parse at all.
+_UNPARSABLE = "0006:020b DIMSE_parseCmdObject: Missing CommandField"
+
+LOG = log.get_logger(log.DATA)
+
 
 class DIMSEError(Exception):
-    """A command set that does not follow PS3.7."""
+    """A command set that DCMTK's DIMSE would not parse; ``str()`` is DCMTK's condition text for it."""
 
 
 Command = dict[str, Any]
 
 
+def _parse_failed(keyword: str, reason: str = "") -> DIMSEError:
+    element = _ELEMENTS[keyword][0]
+    return DIMSEError(f"0006:020b DIMSE: Command Parse Failed: {reason}Element: (0000,{element:04x}) {keyword}")
+
+
 def encode_command(command: Command) -> bytes:
-    """The command set ``command`` (keyword -> value) in implicit VR little endian, with its group length."""
+    """The command set ``command`` (keyword -> value) in implicit VR little endian, with its group length.
+    String values are written byte for byte as they were received (see :func:`~qrscp.dicom.elements.raw_text`)."""
     body = bytearray()
     for keyword in sorted(command, key=_ORDER.__getitem__):
         element, vr = _ELEMENTS[keyword]
@@ -82,53 +112,75 @@ def encode_command(command: Command) -> bytes:
             raw = struct.pack("<H", value)
         elif vr == "AT":
             raw = struct.pack("<HH", value >> 16, value & 0xFFFF)
-        elif vr == "UI":
-            raw = value.encode("ascii")
-            if len(raw) % 2:
-                raw += b"\x00"
         else:
-            raw = value.encode("ascii", "replace")
+            raw = raw_bytes(value)
             if len(raw) % 2:
-                raw += b" "
+                raw += b"\x00" if vr == "UI" else b" "
         body += _ELEMENT_HEADER.pack(0x0000, element, len(raw)) + raw
     return _ELEMENT_HEADER.pack(0x0000, 0x0000, 4) + struct.pack("<L", len(body)) + body
 
 
-def decode_command(data: bytes | bytearray) -> Command:
-    """Decode a command set; unknown group-0000 elements are skipped, anything else is an error."""
-    command: Command = {}
+def _elements(data: bytes | bytearray) -> dict[int, bytes]:
+    """The group 0000 elements of a command set (element number -> raw value); the first of a repeated
+    element is kept, with DCMTK's warning. Raises DIMSEError if the command set does not parse."""
+    elements: dict[int, bytes] = {}
     offset = 0
     end = len(data)
     while offset < end:
         if offset + 8 > end:
-            raise DIMSEError("truncated command element")
+            raise DIMSEError(_UNPARSABLE)
         group, element, length = _ELEMENT_HEADER.unpack_from(data, offset)
         offset += 8
         if group != 0x0000 or offset + length > end:
-            raise DIMSEError(f"malformed command element ({group:04x},{element:04x})")
+            raise DIMSEError(_UNPARSABLE)
         raw = bytes(data[offset:offset + length])
         offset += length
         known = _BY_ELEMENT.get(element)
-        if known is None:
+        if known is not None and known[1] == "US" and length % 2:
+            raise DIMSEError(_UNPARSABLE)    # DCMTK cannot read the command set at all
+        if element in elements:
+            LOG.warning("DcmItem: Element (0000,%04x) found twice in one data set or item, ignoring second entry",
+                        element)
             continue
-        keyword, vr = known
-        if length > _MAX_VALUE[vr]:
-            raise DIMSEError(f"{keyword} value of {length} bytes is too long")
-        if vr == "US":
-            if length != 2:
-                raise DIMSEError(f"{keyword} is not a 2-byte US")
-            command[keyword] = struct.unpack("<H", raw)[0]
-        elif vr == "AT":
-            if length != 4:
-                raise DIMSEError(f"{keyword} is not a 4-byte AT")
-            group_number, element_number = struct.unpack("<HH", raw)
-            command[keyword] = (group_number << 16) | element_number
-        elif vr == "UI":
-            command[keyword] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
-        else:
-            command[keyword] = raw.decode("ascii", "replace").strip()
-    if "CommandField" not in command:
-        raise DIMSEError("command set without CommandField")
+        elements[element] = raw
+    return elements
+
+
+def _value(keyword: str, vr: str, raw: bytes) -> object | None:
+    """The value of a command element as DIMSE reads it; None for an empty US (no value)."""
+    if vr == "US":
+        return struct.unpack_from("<H", raw)[0] if raw else None   # the first of several, as DCMTK
+    if vr == "AT":
+        if len(raw) != 4:
+            raise _parse_failed(keyword)
+        group_number, element_number = struct.unpack("<HH", raw)
+        return (group_number << 16) | element_number
+    if len(raw) > _MAX_VALUE[vr]:
+        raise _parse_failed(keyword, "dimcmd:getString: string too small: ")
+    return raw_text(raw.rstrip(b"\x00").strip(b" "))
+
+
+def decode_command(data: bytes | bytearray) -> Command:
+    """Decode a command set as DCMTK's DIMSE does: unknown group-0000 elements are skipped, the first of a
+    repeated element counts, a missing required element or an unknown command field is an error
+    (DIMSEError with DCMTK's condition text). UIDs and AE titles keep every byte they came with."""
+    elements = _elements(data)
+    command: Command = {}
+    for element, raw in elements.items():
+        known = _BY_ELEMENT.get(element)
+        if known is not None:
+            value = _value(known[0], known[1], raw)
+            if value is not None:
+                command[known[0]] = value
+    field = command.get("CommandField")
+    if field is None:
+        raise DIMSEError(_UNPARSABLE)
+    required = _REQUIRED.get(field)
+    if required is None:
+        raise DIMSEError(f"0006:0201 DIMSE_parseCmdObject: Invalid Command Message: 0x{field:x}")
+    for keyword in required:
+        if keyword not in command:
+            raise _parse_failed(keyword)
     return command
 
 

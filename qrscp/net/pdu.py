@@ -8,6 +8,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from qrscp import log
+from qrscp.dicom.elements import raw_bytes, raw_text
+
+LOG = log.get_logger(log.NET)
+
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
 A_ASSOCIATE_RJ = 0x03
@@ -47,8 +52,42 @@ _ITEM = struct.Struct(">BBH")
 _PDV = struct.Struct(">LBB")
 
 
+#: The longest association-phase PDU (A-ASSOCIATE-RQ/AC) accepted, DCMTK's ``dcmAssociatePDUSizeLimit``:
+#: 128 contexts with many transfer syntaxes fit easily; anything longer is hostile.
+MAX_ASSOCIATE_PDU = 1 << 20
+
+
 class PDUError(Exception):
-    """A PDU or item that does not follow PS3.8."""
+    """A PDU or item that does not follow PS3.8 (``str()``: DCMTK's condition text where it has one)."""
+
+
+class UnknownPDUType(PDUError):
+    """A PDU type PS3.8 does not define."""
+
+    def __init__(self, pdu_type: int) -> None:
+        super().__init__(f"0006:0321 Unrecognized PDU type: {pdu_type:2x}")
+        self.pdu_type = pdu_type
+
+
+class PDUTooLarge(PDUError):
+    """A PDU longer than its kind may be."""
+
+    def __init__(self, pdu_type: int, length: int, limit: int) -> None:
+        if pdu_type == A_ASSOCIATE_RQ:
+            super().__init__("0006:0437 A-ASSOCIATE PDU too large")
+        else:
+            super().__init__(f"{PDU_NAMES[pdu_type]} PDU of {length} bytes exceeds the maximum {limit}")
+        self.pdu_type, self.length = pdu_type, length
+
+
+def check_header(pdu_type: int, length: int, max_data_length: int) -> None:
+    """Raise :class:`UnknownPDUType` or :class:`PDUTooLarge` for a header whose PDU must not be read
+    (``max_data_length`` bounds P-DATA-TF, :data:`MAX_ASSOCIATE_PDU` the others)."""
+    if pdu_type not in PDU_NAMES:
+        raise UnknownPDUType(pdu_type)
+    limit = max_data_length if pdu_type == P_DATA_TF else MAX_ASSOCIATE_PDU
+    if length > limit:
+        raise PDUTooLarge(pdu_type, length, limit)
 
 
 @dataclass
@@ -100,11 +139,11 @@ class AssociateAC:
 
 
 def _uid(raw: bytes) -> str:
-    return raw.rstrip(b"\x00 ").decode("ascii", "replace")
+    return raw_text(raw.rstrip(b"\x00 "))
 
 
 def _ae_title(raw: bytes) -> str:
-    return raw.decode("ascii", "replace").strip(" \x00")
+    return raw_text(raw).strip(" \x00")
 
 
 def _items(body: bytes, start: int = 0):
@@ -144,6 +183,10 @@ def decode_associate_rq(body: bytes) -> AssociateRQ:
             rq.contexts.append(context)
         elif item_type == _USER_INFORMATION:
             _decode_user_information(value, rq)
+    for uid, (scu, scp) in rq.roles.items():
+        if not (scu or scp):    # as DCMTK reads a request
+            LOG.warning("DULFSM: both role fields are 0 in SCP/SCU role selection sub-item")
+            rq.roles[uid] = (True, True)
     return rq
 
 
@@ -156,7 +199,7 @@ def _decode_user_information(value: bytes, target: AssociateRQ | AssociateAC) ->
         elif sub_type == _IMPLEMENTATION_CLASS_UID:
             target.implementation_class_uid = _uid(sub_value)
         elif sub_type == _IMPLEMENTATION_VERSION_NAME:
-            target.implementation_version_name = sub_value.decode("ascii", "replace").strip()
+            target.implementation_version_name = raw_text(sub_value).strip()
         elif sub_type == _ROLE_SELECTION:
             if len(sub_value) < 4:
                 raise PDUError("role selection item too short")
@@ -200,11 +243,11 @@ def _item(item_type: int, value: bytes) -> bytes:
 
 
 def _uid_bytes(uid: str) -> bytes:
-    return uid.encode("ascii")
+    return raw_bytes(uid)
 
 
 def _ae_bytes(title: str) -> bytes:
-    return title.encode("ascii", "replace")[:16].ljust(16, b" ")
+    return raw_bytes(title)[:16].ljust(16, b" ")
 
 
 def _user_information(max_pdu_length: int, class_uid: str, version_name: str,
@@ -215,7 +258,7 @@ def _user_information(max_pdu_length: int, class_uid: str, version_name: str,
         encoded = _uid_bytes(uid)
         value += _item(_ROLE_SELECTION, struct.pack(">H", len(encoded)) + encoded + bytes((scu, scp)))
     if version_name:
-        value += _item(_IMPLEMENTATION_VERSION_NAME, version_name.encode("ascii")[:16])
+        value += _item(_IMPLEMENTATION_VERSION_NAME, raw_bytes(version_name)[:16])
     return _item(_USER_INFORMATION, value)
 
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 
 from qrscp.net import pdu
-
-#: The longest association-phase PDU (A-ASSOCIATE-RQ/AC) we accept: 128 contexts with many transfer
-#: syntaxes fit easily; anything longer is hostile.
-MAX_ASSOCIATE_PDU = 1 << 20
 
 
 class TransportClosed(Exception):
@@ -54,11 +51,13 @@ class Transport:
             self.sock.settimeout(timeout)
             self._timeout = timeout
 
-    def _read(self, length: int) -> bytes:
+    def _read(self, length: int, exact: bool = False) -> bytes:
+        """``length`` bytes; with ``exact``, reading nothing beyond them (what is left unread makes a
+        close reset the connection, as DCMTK's does)."""
         buffer = self._buffer
         if len(buffer) < length and length - len(buffer) < self._CHUNK:
             while len(buffer) < length:
-                chunk = self.sock.recv(self._CHUNK)
+                chunk = self.sock.recv(length - len(buffer) if exact else self._CHUNK)
                 if not chunk:
                     raise TransportClosed()
                 buffer += chunk
@@ -79,27 +78,32 @@ class Transport:
             position += received
         return data  # type: ignore[return-value]  # a bytearray: no copy of a large body
 
+    def read_pdu_header(self, timeout: float | None = None, exact: bool = False) -> tuple[int, int]:
+        """Read the next PDU's header; (type, length of its variable part). Raises :class:`TransportClosed`
+        when the connection ends, :class:`TimeoutError` on ``timeout``."""
+        self._set_timeout(timeout)
+        try:
+            header = self._read(pdu.HEADER_SIZE, exact)
+        except TransportClosed:
+            raise TransportClosed(partial=bool(self._buffer)) from None
+        return pdu.decode_header(header)
+
+    def read_pdu_body(self, length: int, exact: bool = False) -> bytes:
+        """Read the variable part of the PDU whose header was read (within the timeout set for it)."""
+        try:
+            return self._read(length, exact)
+        except TransportClosed:
+            raise TransportClosed(partial=True) from None
+
     def read_pdu(self, max_length: int, timeout: float | None = None) -> tuple[int, bytes]:
         """Read one PDU; (type, variable part). ``max_length`` bounds the variable part of P-DATA-TF.
 
         Raises :class:`pdu.PDUError` for an unknown type or an over-long PDU (before reading its body),
         :class:`TransportClosed` when the connection ends, :class:`TimeoutError` on ``timeout``.
         """
-        self._set_timeout(timeout)
-        try:
-            header = self._read(pdu.HEADER_SIZE)
-        except TransportClosed:
-            raise TransportClosed(partial=bool(self._buffer)) from None
-        pdu_type, length = pdu.decode_header(header)
-        if pdu_type not in pdu.PDU_NAMES:
-            raise pdu.PDUError(f"unknown PDU type 0x{pdu_type:02x}")
-        limit = max_length if pdu_type == pdu.P_DATA_TF else MAX_ASSOCIATE_PDU
-        if length > limit:
-            raise pdu.PDUError(f"{pdu.PDU_NAMES[pdu_type]} PDU of {length} bytes exceeds the maximum {limit}")
-        try:
-            return pdu_type, self._read(length)
-        except TransportClosed:
-            raise TransportClosed(partial=True) from None
+        pdu_type, length = self.read_pdu_header(timeout)
+        pdu.check_header(pdu_type, length, max_length)
+        return pdu_type, self.read_pdu_body(length)
 
     def data_waiting(self) -> bool:
         """True if bytes from the peer are buffered or can be read without blocking."""
@@ -112,6 +116,24 @@ class Transport:
         """Send all of ``data``."""
         self._set_timeout(None)
         self.sock.sendall(data)
+
+    def drain_and_close(self, timeout: float | None) -> None:
+        """After an A-ABORT (PS3.8 ARTIM): read and drop what the peer still sends until it closes its end,
+        at most ``timeout`` seconds, then close; the peer then sees its connection end in order, as DCMTK
+        ends it, not reset."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self.sock.settimeout(left)
+                if not self.sock.recv(self._CHUNK):
+                    break
+        except OSError:
+            pass
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

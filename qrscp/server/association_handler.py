@@ -13,12 +13,7 @@ import time
 from qrscp import log
 from qrscp.archive.storage_area import DatabaseError
 from qrscp.net import acse, dimse, hostaccess, pdu, transport
-from qrscp.net.association import (
-    PeerAborted,
-    ProtocolError,
-    ReleaseRequested,
-    closed_condition,
-)
+from qrscp.net.association import TIMEOUT_CONDITION, PeerAborted, ProtocolError, ReleaseRequested, closed_condition
 from qrscp.server.context import ServerContext
 from qrscp.server.policy import (
     NO_REASON,
@@ -96,7 +91,8 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], context: Se
         context.request_shutdown()
         return
     try:
-        association = acse.send_accept(conn, rq, negotiation.results, negotiation.roles, context.max_pdu, peer_host)
+        association = acse.send_accept(conn, rq, negotiation.results, negotiation.roles, context.max_pdu, peer_host,
+                                       options.acse_timeout)
     except OSError as error:
         LOG.info("Failed to acknowledge association: %s", error)
         conn.close()
@@ -163,7 +159,11 @@ def _dispatch(session: Session) -> None:
                 LOG.info("Association Aborted")
             association.transport.close()
             return
-        except (ProtocolError, pdu.PDUError, TimeoutError, OSError) as error:
+        except TimeoutError:
+            LOG.error("DIMSE Failure (aborting association): %s", TIMEOUT_CONDITION)
+            association.abort()
+            return
+        except (ProtocolError, pdu.PDUError, OSError) as error:
             LOG.error("DIMSE Failure (aborting association): %s", error or type(error).__name__)
             association.abort()
             return

@@ -208,8 +208,5 @@ class AssociationPolicy:
                     refuse(result)
                 elif is_move:
                     LOG.error("Move Presentation Context but no Find (accepting for now)")
-        for syntax in list(roles):
-            if not any(by_id[r.context_id] == syntax for r in negotiation.accepted):
-                del roles[syntax]
         negotiation.has_storage = any(r.context_id in storage_ids for r in negotiation.accepted)
         return negotiation

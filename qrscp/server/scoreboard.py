@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Iterator
 
 from qrscp.archive.locking import ProcessSharedLock
+from qrscp.dicom.elements import raw_bytes, raw_text
 
 FREE, WAITING, ACCEPTED = 0, 1, 2  # WAITING: a worker with no accepted association
 
@@ -31,10 +32,10 @@ class Scoreboard:
     def _slots(self) -> Iterator[tuple[int, int, int, bool, str]]:
         """(index, pid, state, has storage, called AE title) of every slot, in one pass over the table."""
         for index, (pid, state, storage, title) in enumerate(_SLOT.iter_unpack(self._map)):
-            yield index, pid, state, bool(storage), title.rstrip(b"\0").decode("ascii", "replace")
+            yield index, pid, state, bool(storage), raw_text(title.rstrip(b"\0"))
 
     def _write(self, index: int, pid: int, state: int, storage: bool = False, title: str = "") -> None:
-        _SLOT.pack_into(self._map, index * _SLOT.size, pid, state, storage, title.encode("ascii", "replace")[:16])
+        _SLOT.pack_into(self._map, index * _SLOT.size, pid, state, storage, raw_bytes(title)[:16])
 
     def claim(self) -> int | None:
         """Supervisor: a free slot for the worker about to be forked, or None if the table is full."""

@@ -29,10 +29,9 @@ LOG = log.get_logger(log.DB)
 def find_responses(handler: FindHandler, identifier: Identifier,
                    sop_class_uid: str) -> Iterator[tuple[int, Identifier | None]]:
     """Yield (status, identifier) for every response to a C-FIND, the final one last."""
-    if sop_class_uid not in uids.FIND_MODELS:
-        yield SOP_CLASS_NOT_SUPPORTED, None
-        return
     try:
+        if sop_class_uid not in uids.FIND_MODELS:
+            raise RequestFailed(SOP_CLASS_NOT_SUPPORTED)
         matches = handler.find(sop_class_uid, identifier)
     except RequestFailed as failure:
         if failure.log_level is not None:

@@ -16,6 +16,7 @@ from typing import Protocol
 from qrscp import log
 from qrscp.dicom import dump, identifiers, uids
 from qrscp.dicom.conversion import StoredInstance
+from qrscp.dicom.elements import raw_bytes
 from qrscp.dicom.identifiers import Identifier, make_identifier
 from qrscp.dicom.status import (
     CANCEL,
@@ -184,7 +185,7 @@ class SubAssociationSender:
                     return response.get("Status", UNABLE_TO_PROCESS)
         except (OSError, TimeoutError, TransportClosed, ProtocolError, PeerAborted, ReleaseRequested) as error:
             self.broken = True
-            self.association.abort(0)
+            self.association.abort()
             raise SubOperationFailed(f"sub-association failed: {error or type(error).__name__}") from error
 
     def close(self) -> None:
@@ -268,7 +269,7 @@ class Retrieval:
 
 
 def _failed_list(failed_uids: list[str]) -> Identifier:
-    return make_identifier([(FAILED_SOP_INSTANCE_UID_LIST, "UI", "\\".join(failed_uids).encode("ascii", "replace"))])
+    return make_identifier([(FAILED_SOP_INSTANCE_UID_LIST, "UI", raw_bytes("\\".join(failed_uids)))])
 
 
 def _receive_identifier(session: Session, context_id: int, label: str) -> Identifier | None:
@@ -330,9 +331,9 @@ def _select(session: Session, context_id: int, request: dimse.Command, label: st
     if identifier is None:
         raise RequestFailed(UNABLE_TO_PROCESS)
     sop_class_uid = request.get("AffectedSOPClassUID", "")
-    if sop_class_uid not in models:
-        raise RequestFailed(SOP_CLASS_NOT_SUPPORTED)
     try:
+        if sop_class_uid not in models:
+            raise RequestFailed(SOP_CLASS_NOT_SUPPORTED)
         return session.retrieve.match(sop_class_uid, identifier)
     except RequestFailed as failure:
         if failure.log_level is not None:

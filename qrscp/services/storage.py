@@ -19,7 +19,7 @@ from qrscp.dicom.status import (
     UNABLE_TO_PROCESS,
 )
 from qrscp.net import dimse
-from qrscp.net.association import closed_condition
+from qrscp.net.association import TIMEOUT_CONDITION, closed_condition
 from qrscp.net.transport import TransportClosed
 from qrscp.services.interfaces import RequestFailed, StoreRequest
 from qrscp.services.session import Session, StoreSettings
@@ -32,21 +32,27 @@ _UNKNOWN_CLASS_HEAD = 1 << 16
 
 
 def _receive(session: Session, context_id: int, write: Callable[[memoryview], object]) -> None:
-    """Receive the C-STORE data set into ``write``, showing DCMTK's ``RECV: ...`` dots at ``-v``."""
+    """Receive the C-STORE data set into ``write``, showing DCMTK's ``RECV: ...`` dots at ``-v``; a data set
+    that stops coming (the peer closed, or ``-td`` ran out) is logged as DCMTK logs it."""
     association = session.association
-    if not log.progress_shown():
-        association.receive_dataset(context_id, write, session.dimse_timeout)
-        return
+    shown = log.progress_shown()
+    if shown:
+        log.print_progress("RECV: ")
 
-    def write_and_show(data: memoryview) -> None:
-        write(data)
-        log.print_progress(".")
-
-    log.print_progress("RECV: ")
+        def write_and_show(data: memoryview) -> None:
+            write(data)
+            log.print_progress(".")
     try:
-        association.receive_dataset(context_id, write_and_show, session.dimse_timeout)
+        association.receive_dataset(context_id, write_and_show if shown else write, session.dimse_timeout)
+    except TransportClosed as closed:
+        LOG.error("Store SCP Failed: %s", closed_condition(closed, reading_command=False))
+        raise
+    except TimeoutError:
+        LOG.error("Store SCP Failed: %s", TIMEOUT_CONDITION)
+        raise
     finally:
-        log.print_progress("\n")
+        if shown:
+            log.print_progress("\n")
 
 
 def _discard(session: Session, context_id: int) -> None:
@@ -144,11 +150,7 @@ def handle_store(session: Session, context_id: int, command: dimse.Command) -> N
                            association.contexts[context_id].transfer_syntax, association.calling_ae_title)
     if LOG.isEnabledFor(logging.INFO):
         LOG.info("Received Store SCP:\n%s", dimse.dump(command, incoming=True))
-    try:
-        status = _status(session, context_id, request)
-    except TransportClosed as closed:
-        LOG.error("Store SCP Failed: %s", closed_condition(closed, reading_command=False))
-        raise
+    status = _status(session, context_id, request)
     response = dimse.response(command, status)
     if status == SUCCESS:
         if LOG.isEnabledFor(logging.INFO):
