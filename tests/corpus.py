@@ -167,7 +167,7 @@ def write_instance(dataset: FileDataset, path: str | Path) -> Path:
     return path
 
 
-# --- the corpus -------------------------------------------------------------------------------------
+# --- the corpus ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Series:

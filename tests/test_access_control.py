@@ -1,10 +1,10 @@
 """Access control of a real server (robustness, item 2): every refusal path, each refused and logged.
 
-* who may associate (ref §5.4, §6.1; decisions #8): an unknown called AE title is rejected 1/1/7, a
-  calling AE title or host that is not among the peers of the called AE 1/1/3;
+* who may associate (docs/configuration.md §4, association.md §1; differences.md #8): an unknown called AE
+  title is rejected 1/1/7, a calling AE title or host that is not among the peers of the called AE 1/1/3;
 * a read-only storage area (access ``R``): storage contexts are refused, and a C-STORE slipped in on
   another accepted context (or on a C-GET receive context) is answered 0x0124, nothing written;
-* C-MOVE destinations (ref §6.4): unknown AE, ``-ZA`` (destination must be the caller), ``-ZH`` (same
+* C-MOVE destinations (docs/association.md §4): unknown AE, ``-ZA`` (destination must be the caller), ``-ZH`` (same
   host), ``-ZV`` (same vendor) each answer 0xA801, and the allowed destination receives the instances;
 * ``+ac``: hosts.allow / hosts.deny decide before a single byte is read (the server runs in a private
   mount namespace where /etc/hosts.allow and /etc/hosts.deny are bind mounts of temporary files);
@@ -149,7 +149,7 @@ def rejection(port: int, called: str, calling: str) -> tuple[int, int, int] | No
         return pdu.decode_associate_rj(answer[1])
 
 
-# --- who may associate -------------------------------------------------------------------------------
+# --- who may associate --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("called", ["NOSUCHAE", "open", "OPENX", "OPE", "../OPEN", "OPEN/..", ""])
 def test_unknown_called_ae_title_is_rejected(checked: Site, called: str) -> None:
@@ -163,7 +163,7 @@ def test_unknown_called_ae_title_is_rejected(checked: Site, called: str) -> None
 @pytest.mark.parametrize("calling", ["INTRUDER", "trusted", "TRUSTED2", "FARHOST"])
 def test_calling_ae_title_or_host_not_among_the_peers_is_rejected(checked: Site, calling: str) -> None:
     """RESTRICTED admits TRUSTED at localhost and FARHOST at faraway.invalid: another title, a title in
-    another case, or FARHOST calling from localhost is rejected 1/1/3 (decisions #8), and the log says
+    another case, or FARHOST calling from localhost is rejected 1/1/3 (docs/differences.md #8), and the log says
     who was refused."""
     since = log_size(checked.server)
     assert rejection(checked.server.port, "RESTRICTED", calling) == BAD_CALLING_AE
@@ -178,7 +178,7 @@ def test_permitted_peer_is_accepted(checked: Site) -> None:
 
 def test_peer_host_is_compared_as_the_address_without_host_lookup(tmp_path: Path) -> None:
     """With ``-dhl`` the peer's presentation address is 127.0.0.1, which the peer entry (localhost) does
-    not name: TRUSTED is rejected 1/1/3 (ref §5.4)."""
+    not name: TRUSTED is rejected 1/1/3 (docs/configuration.md §4)."""
     open_area = tmp_path / "open"
     with Server(tmp_path, access_config(open_area, tmp_path / "restricted", free_port()), "-v", "-dhl") as server:
         dataset = instance(BRANCH, 1, 1)
@@ -189,7 +189,29 @@ def test_peer_host_is_compared_as_the_address_without_host_lookup(tmp_path: Path
         assert_healthy(server, open_area, [str(dataset.SOPInstanceUID)], called="OPEN")
 
 
-# --- read-only areas ---------------------------------------------------------------------------------
+def test_peer_host_name_is_cut_at_its_first_dot_and_an_address_kept_whole(tmp_path: Path) -> None:
+    """The peer's reverse-DNS name counts up to its first dot, as DCMTK's (``pacs.example.org`` is ``pacs``);
+    an address without a name counts whole (``127.0.0.2``, where DCMTK says ``127``, differences #33)."""
+    area = tmp_path / "area"
+    config = (f"NetworkTCPPort = {{port}}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+              "HostTable BEGIN\nfar = (FAR, pacs, 104)\nnear = (NEAR, 127.0.0.2, 104)\nHostTable END\n"
+              f"AETable BEGIN\nQRSCP {area} RW (200, 1024mb) far, near\nAETable END\n")
+    with namespaced_server(tmp_path, config, ("hosts",)) as server:
+        server.write("hosts", "127.0.0.1 localhost\n127.0.0.3 pacs.example.org pacs-alias")
+        for calling, source, accepted in [("FAR", "127.0.0.3", True), ("NEAR", "127.0.0.2", True),
+                                          ("FAR", "127.0.0.2", False), ("NEAR", "127.0.0.3", False)]:
+            since = log_size(server)
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(uids.VERIFICATION)
+            association = ae.associate("127.0.0.1", server.port, ae_title="QRSCP", bind_address=(source, 0))
+            assert association.is_established == accepted, (calling, source)
+            if accepted:
+                association.release()
+            name = "pacs" if source == "127.0.0.3" else source
+            server.wait_for_log(f"Association Received ({name}:{calling} -> QRSCP)", since)
+
+
+# --- read-only areas ----------------------------------------------------------------------------------------------
 
 def _store_on(port: int, rq: pdu.AssociateRQ, context_id: int) -> tuple[dict[int, str], int | None]:
     """Associate with ``rq``, then C-STORE a new instance on ``context_id`` if it was accepted:
@@ -244,7 +266,7 @@ def test_read_only_area_can_be_read(checked: Site) -> None:
     assert (status, completed) == (SUCCESS, 1)
 
 
-# --- C-MOVE destinations --------------------------------------------------------------------------------
+# --- C-MOVE destinations ------------------------------------------------------------------------------------------
 
 def move(port: int, called: str, destination: str, calling: str = "MOVESCU",
          study: str | None = None) -> tuple[int, int]:
@@ -284,7 +306,7 @@ def test_move_to_a_known_destination_delivers(checked: Site) -> None:
 
 
 @pytest.mark.parametrize("option, calling, destination, allowed, logged", [
-    ("-ZA", "MOVESCU", "DEST", False, "mapMoveDestination: strictMove Reqs: 'DEST' != 'MOVESCU'"),
+    ("-ZA", "MOVESCU", "DEST", False, "mapMoveDestination: strictMove Reqs: 'MOVESCU' != 'DEST'"),
     ("-ZA", "DEST", "DEST", True, None),
     ("-ZH", "MOVESCU", "REMOTEDEST", False, "mapMoveDestination: different hosts: 'localhost', '127.0.0.1'"),
     ("-ZH", "MOVESCU", "DEST", True, None),
@@ -308,7 +330,7 @@ def test_move_restrictions(tmp_path: Path, option: str, calling: str, destinatio
         site.healthy()
 
 
-# --- areas are separate ---------------------------------------------------------------------------------
+# --- areas are separate -------------------------------------------------------------------------------------------
 
 def test_an_area_is_invisible_through_the_ae_title_of_another(checked: Site) -> None:
     """What OPEN stored cannot be found or moved through RESTRICTED, and the other way round."""
@@ -319,26 +341,26 @@ def test_an_area_is_invisible_through_the_ae_title_of_another(checked: Site) -> 
     assert move(checked.server.port, "READONLY", "DEST", study=restricted_study) == (SUCCESS, 0)
 
 
-# --- +ac: hosts.allow and hosts.deny ------------------------------------------------------------------
+# --- +ac: hosts.allow and hosts.deny ------------------------------------------------------------------------------
 
-class WrappedServer(Server):
-    """Our server with ``+ac``, in a private mount namespace where /etc/hosts.allow and /etc/hosts.deny
-    are bind mounts of ``directory/hosts.allow`` and ``directory/hosts.deny`` (rewrite those to change
-    the rules: the server reads them for every connection)."""
+class NamespacedServer(Server):
+    """Our server in a private mount namespace where some files under /etc are bind mounts of files in
+    ``directory`` (rewrite those to change what the server sees: it reads them for every connection)."""
 
-    def __init__(self, directory: Path, config: str) -> None:  # super().__init__ would start another
+    def __init__(self, directory: Path, config: str, etc_files: tuple[str, ...], *options: str) -> None:
+        # (super().__init__ would start another server)
         self.directory = Path(directory)
         self.port = free_port()
         self.config_path = self.directory / "server.cfg"
         self.config_path.write_text(config.replace("{port}", str(self.port)))
-        self.allow, self.deny = self.directory / "hosts.allow", self.directory / "hosts.deny"
-        self.allow.write_text("")
-        self.deny.write_text("")
+        binds = []
+        for name in etc_files:
+            (self.directory / name).write_text("")
+            binds.append(f'mount --bind "{self.directory / name}" /etc/{name}')
         self.stderr_path, self.stdout_path = self.directory / "qrscp.err", self.directory / "qrscp.out"
-        script = (f'mount --bind "{self.allow}" /etc/hosts.allow && mount --bind "{self.deny}" /etc/hosts.deny '
-                  '&& exec "$@"')
+        script = " && ".join([*binds, 'exec "$@"'])
         command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "qrscp", "-c",
-                   str(self.config_path), "-v", "+ac", str(self.port)]
+                   str(self.config_path), "-v", *options, str(self.port)]
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")
         self.process = subprocess.Popen(command, cwd=self.directory, stdout=self._stdout, stderr=self._stderr)
@@ -348,24 +370,30 @@ class WrappedServer(Server):
             self.stop()
             raise
 
-    def rules(self, allow: str, deny: str) -> None:
-        """Replace the rules (same files, same inodes: the bind mounts see the new text)."""
-        self.allow.write_text(allow + "\n" if allow else "")
-        self.deny.write_text(deny + "\n" if deny else "")
+    def write(self, name: str, text: str) -> None:
+        """Replace what the server sees as /etc/``name`` (same file, same inode: the bind mount sees it)."""
+        (self.directory / name).write_text(text + "\n" if text else "")
+
+
+def namespaced_server(directory: Path, config: str, etc_files: tuple[str, ...], *options: str) -> NamespacedServer:
+    """A :class:`NamespacedServer`, or a skip where this machine cannot make one."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None \
+            or not all(Path("/etc", name).exists() for name in etc_files):
+        pytest.skip(f"needs root, unshare and {', '.join('/etc/' + name for name in etc_files)}")
+    try:
+        return NamespacedServer(directory, config, etc_files, *options)
+    except (RuntimeError, TimeoutError) as error:
+        pytest.skip(f"cannot run the server in a private mount namespace here: {error}")
 
 
 @pytest.fixture(scope="module")
-def wrapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WrappedServer, Path, set[str]]]:
-    if os.geteuid() != 0 or shutil.which("unshare") is None or not Path("/etc/hosts.allow").exists() \
-            or not Path("/etc/hosts.deny").exists():
-        pytest.skip("needs root, unshare and /etc/hosts.{allow,deny} for a private mount namespace")
+def wrapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedServer, Path, set[str]]]:
+    """A server with ``+ac`` whose /etc/hosts.allow and /etc/hosts.deny are the test's."""
     root = tmp_path_factory.mktemp("tcpwrap")
     area = root / "area"
-    try:
-        server = WrappedServer(root, f"NetworkTCPPort = {{port}}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
-                                     f"AETable BEGIN\nOPEN {area} RW (200, 1024mb) ANY\nAETable END\n")
-    except (RuntimeError, TimeoutError) as error:
-        pytest.skip(f"cannot run the server in a private mount namespace here: {error}")
+    server = namespaced_server(root, f"NetworkTCPPort = {{port}}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+                                     f"AETable BEGIN\nOPEN {area} RW (200, 1024mb) ANY\nAETable END\n",
+                               ("hosts.allow", "hosts.deny"), "+ac")
     with server:
         dataset = instance(BRANCH, 4, 1)
         assert store(server.port, [dataset], called="OPEN") == [SUCCESS]
@@ -384,12 +412,13 @@ def wrapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WrappedS
     ("", "dcmqrscp: 10.0.0.0/8", True),
     ("ALL: ALL: deny", "", False),
 ])
-def test_host_access_rules(wrapped: tuple[WrappedServer, Path, set[str]], allow: str, deny: str,
+def test_host_access_rules(wrapped: tuple[NamespacedServer, Path, set[str]], allow: str, deny: str,
                            granted: bool) -> None:
     """``+ac``: a denied host's connection is closed before anything is read (no PDU at all) and the
     refusal logged; a granted host is served."""
     server, area, expected = wrapped
-    server.rules(allow, deny)
+    server.write("hosts.allow", allow)
+    server.write("hosts.deny", deny)
     try:
         since = log_size(server)
         with RawPeer(server.port) as peer:
@@ -404,5 +433,6 @@ def test_host_access_rules(wrapped: tuple[WrappedServer, Path, set[str]], allow:
             server.wait_for_log("TCP wrapper: denied connection from localhost (127.0.0.1)", since)
             assert not echo_ok(server.port, "OPEN")
     finally:
-        server.rules("", "")
+        server.write("hosts.allow", "")
+        server.write("hosts.deny", "")
     assert_healthy(server, area, expected, called="OPEN")

@@ -153,7 +153,7 @@ def test_profile_names_lose_white_space_and_case(tmp_path):
         load_profiles(path, "In.Profile", "Out")
 
 
-# --- broken files: DCMTK's messages ---------------------------------------------------------------------
+# --- broken files: DCMTK's messages -------------------------------------------------------------------------------
 
 BASE = r"""[[TransferSyntaxes]]
 [Unc]
@@ -362,7 +362,7 @@ def test_randomly_mutated_files_read_as_dcmtk_reads_them(tmp_path, long_run):
         assert our_outcome(path, *profiles) == dcmtk_outcome(tmp_path, path, *profiles), (case, text)
 
 
-# --- valid files: how DCMTK reads them --------------------------------------------------------------------
+# --- valid files: how DCMTK reads them ----------------------------------------------------------------------------
 
 SIMPLE = Profile([(CT, [LEE, LEI])])
 
@@ -428,7 +428,7 @@ def test_debian_examples():
     assert str(raised.value) == "profile 'Default' is not valid for incoming use, duplicate abstract syntaxes found"
 
 
-# --- DCMTK's UID names ------------------------------------------------------------------------------------
+# --- DCMTK's UID names --------------------------------------------------------------------------------------------
 
 def test_dcmtk_names_are_not_pydicom_keywords():
     resolve = assocconfig.resolve_uid
@@ -461,7 +461,7 @@ def test_name_table_is_dcmtks():
     assert named == table
 
 
-# --- negotiation: what dcmqrscp -xf answers ---------------------------------------------------------------
+# --- negotiation: what dcmqrscp -xf answers -----------------------------------------------------------------------
 
 #: dcmqrscp's own non-storage contexts (default options) and their transfer syntax preference
 SERVICES = {VERIFICATION, *(f"1.2.840.10008.5.1.4.1.2.{model}.{op}" for model in (1, 2, 3) for op in (1, 2, 3))}

@@ -26,7 +26,7 @@ from benchlib.prefill import (  # noqa: E402
 )
 from benchlib.scenarios import MODES, make_machine_rows, make_rows  # noqa: E402
 
-#: Bytes of an index.dat that legitimately differ between two builds (ref §1.3, §1.5): each study
+#: Bytes of an index.dat that legitimately differ between two builds (docs/index-format.md §3, §5): each study
 #: descriptor's LastRecordedDate, each record's RecordedDate and the 38 in-memory pointers DCMTK writes
 #: into every record's params (8 bytes at the start of each 16-byte param).
 DESCRIPTOR_DATE = (72, 80)

@@ -4,7 +4,7 @@ Each case runs against DCMTK's dcmqrscp and against ours (forking, and with ``-s
 compared: the PDUs the peer receives until the connection ends, and whether it ends in order (FIN) or is
 reset (RST). The raw peer closes its end when it gets an A-ABORT, as real peers do. Where DCMTK resets,
 it is because it closes with the peer's bytes still unread; PS3.8 would send an A-ABORT for some of these
-(decisions.md: DCMTK wins unless it loses data or hangs a peer).
+(docs/differences.md: DCMTK wins unless it loses data or hangs a peer).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def compare(servers: dict[str, Server], case: Callable[[RawPeer], None],
     return outcomes[names[0]]
 
 
-# --- before an association: wrong PDUs, garbage, absurd lengths --------------------------------------------
+# --- before an association: wrong PDUs, garbage, absurd lengths ---------------------------------------------------
 
 #: A first PDU of a known kind other than A-ASSOCIATE-RQ: DCMTK answers with an A-ABORT and resets.
 WRONG_FIRST_PDUS = {
@@ -127,7 +127,7 @@ def test_the_log_names_what_came(servers):
     assert "I: Failed to receive association: 0006:0437 A-ASSOCIATE PDU too large" in log
 
 
-# --- on an association ----------------------------------------------------------------------------------
+# --- on an association --------------------------------------------------------------------------------------------
 
 def _established(peer: RawPeer, called: str = "QRSCP") -> None:
     peer.establish(associate_rq(called=called))
@@ -207,7 +207,7 @@ def test_server_goes_on_after_everything(servers, tmp_path: Path):
             assert peer.echo_status() == SUCCESS
 
 
-# --- bytes outside ASCII, repeated and mis-sized elements in command sets (issue 16) ---------------------
+# --- bytes outside ASCII, repeated and mis-sized elements in command sets (issue 16) ------------------------------
 
 def _element(element: int, value: bytes) -> bytes:
     return struct.pack("<HHL", 0x0000, element, len(value)) + value

@@ -31,10 +31,10 @@ FIRST_GROUP_ESCAPE = ("W: DcmSpecificCharacterSet: Escape sequences shall not be
                       "of a Person Name (PN), using them anyway")
 
 
-# --- the options ------------------------------------------------------------------------------
+# --- the options --------------------------------------------------------------------------------------------------
 
 def test_defaults_without_configuration_line():
-    """Request's character set, fall back to ASCII (ref §10 "Charset defaults")."""
+    """Request's character set, fall back to ASCII (docs/command-line.md §1 "Charset defaults")."""
     assert charset_policy(None, None, None, False, False) == CharsetPolicy(
         override=False, fallback=True, charset="", transliterate=False, discard_illegal=False)
 
@@ -79,7 +79,7 @@ def test_command_line_options():
     assert utf8.targets("ISO_IR 192") == ("ISO_IR 192", None)
 
 
-# --- when to convert --------------------------------------------------------------------------
+# --- when to convert ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("charset, needed", [
     ("", False), ("ISO_IR 6", False), ("ISO_IR 192", False), ("ISO_IR 100", True), ("\\ISO 2022 IR 87", True),
@@ -108,7 +108,7 @@ def test_charset_strings():
     assert charset_name("ISO_IR 100") == "ISO_IR 100"
 
 
-# --- conversion to UTF-8 (matching) -----------------------------------------------------------
+# --- conversion to UTF-8 (matching) -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("charset, text, codec", [
     ("ISO_IR 100", "Müller^Jörg", "latin-1"),
@@ -268,7 +268,7 @@ def test_to_utf8_failures(value, charset, message):
     assert str(failure.value) == message
 
 
-# --- converting values ------------------------------------------------------------------------
+# --- converting values --------------------------------------------------------------------------------------------
 
 def test_convert_values_leaves_unaffected_vrs_alone():
     values = {PN: ("PN", "Müller".encode("latin-1")), CS: ("CS", b"CT"), LO: ("LO", b"")}
@@ -333,7 +333,7 @@ def test_iso_ir_6_is_ascii(dcmtk_log):
                          "will be treated as an empty value (ASCII)"]
 
 
-# --- converting responses ---------------------------------------------------------------------
+# --- converting responses -----------------------------------------------------------------------------------------
 
 def test_response_converted_to_the_request_character_set(dcmtk_log):
     values = {PN: ("PN", "Müller".encode("latin-1"))}
@@ -413,7 +413,7 @@ def test_fallback_fails_too(dcmtk_log):
     ]
 
 
-# --- responses to ISO 2022 requests (observed: DCMTK cannot convert to them) ------------------
+# --- responses to ISO 2022 requests (observed: DCMTK cannot convert to them) --------------------------------------
 
 def _destination_failure(source: str, destination: str) -> str:
     return (f'W: Converting response from character set "{source}" to character set "{destination}" failed, '

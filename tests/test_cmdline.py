@@ -495,7 +495,7 @@ SCP_GOOD = [
     (["@empty.txt"], {}, True),
 ]
 
-#: The first transfer syntax of each compressed +x/-x option (ref §6.2, §6.4).
+#: The first transfer syntax of each compressed +x/-x option (docs/association.md §2, association.md §4).
 _COMPRESSED_TS = {"s": "1.2.840.10008.1.2.4.70", "y": "1.2.840.10008.1.2.4.50", "x": "1.2.840.10008.1.2.4.51",
                   "v": "1.2.840.10008.1.2.4.90", "w": "1.2.840.10008.1.2.4.91", "t": "1.2.840.10008.1.2.4.80",
                   "u": "1.2.840.10008.1.2.4.81", "m": "1.2.840.10008.1.2.4.100",

@@ -156,7 +156,7 @@ def test_error_messages(case: Case):
     assert errors == case.errors
 
 
-# --- DCMTK as the oracle ----------------------------------------------------------------------------
+# --- DCMTK as the oracle ------------------------------------------------------------------------------------------
 
 def dcmtk_verdict(path: Path, busy_port: int) -> list[str] | str:
     """DCMTK's verdict on a configuration file: its CONFIG Error messages, ACCEPTS, CRASHES or BAD_MAX_PDU.
@@ -260,7 +260,7 @@ def test_unreadable_paths(tmp_path):
         load("/nonexistent/x.cfg")
 
 
-# --- values -----------------------------------------------------------------------------------------
+# --- values -------------------------------------------------------------------------------------------------------
 
 def config(text: bytes) -> Config:
     parsed, errors = parse(text, "x.cfg")
@@ -452,7 +452,7 @@ def test_long_lines_are_read_in_pieces():
     assert errors == [at('Unknown mnemonic "Foo"', 5)]
 
 
-# --- robustness and differential fuzzing ------------------------------------------------------------
+# --- robustness and differential fuzzing --------------------------------------------------------------------------
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=1500))
@@ -507,7 +507,7 @@ def test_dcmtk_differential(tmp_path, busy_port, lines, newline, final_newline):
         assert is_subsequence(theirs, ours), (theirs, ours)
 
 
-# --- the shipped dcmqrscp.cfg -----------------------------------------------------------------------
+# --- the shipped dcmqrscp.cfg -------------------------------------------------------------------------------------
 
 def test_shipped_config():
     parsed = load(str(SHIPPED))

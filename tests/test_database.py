@@ -74,7 +74,7 @@ def live_uids(area: StorageArea) -> list[bytes]:
     return area.read_columns([0x00080018])[0x00080018]
 
 
-# --- opening -----------------------------------------------------------------------------------------
+# --- opening ------------------------------------------------------------------------------------------------------
 
 def test_open_creates_the_index_and_a_missing_directory(tmp_path, db_log):
     area_path = tmp_path / "new" / "area"
@@ -111,7 +111,7 @@ def test_image_file_names(tmp_path, monkeypatch):
     assert first.endswith("00001234.dcm") and second.endswith("00005678.dcm")
 
 
-# --- registration ------------------------------------------------------------------------------------
+# --- registration -------------------------------------------------------------------------------------------------
 
 def test_register_writes_record_and_descriptor(tmp_path):
     area = StorageArea(str(tmp_path), 10, -1)
@@ -139,7 +139,7 @@ def test_duplicate_in_the_same_study_replaces_the_old_copy(tmp_path, db_log):
 
 
 def test_duplicate_in_another_study_replaces_the_old_copy(tmp_path):
-    """decisions #6: the reference keeps both when the new study is not known yet."""
+    """docs/differences.md #6: the reference keeps both when the new study is not known yet."""
     area = StorageArea(str(tmp_path), 10, -1)
     old = store(area, b"1.2.3.1", b"1.2.3")
     store(area, b"1.2.3.1", b"1.2.4")
@@ -192,10 +192,10 @@ def test_read_columns(tmp_path):
         area.read_columns([0x00280010])
 
 
-# --- quota -------------------------------------------------------------------------------------------
+# --- quota --------------------------------------------------------------------------------------------------------
 
 def test_too_many_studies_evict_exactly_the_oldest_study(tmp_path, db_log):
-    """decisions #1: the reference would also delete study 1.2.33 (its UID starts with 1.2.3)."""
+    """docs/differences.md #1: the reference would also delete study 1.2.33 (its UID starts with 1.2.3)."""
     area = StorageArea(str(tmp_path), 2, -1)
     evicted = store(area, b"1.2.3.1", b"1.2.3")
     store(area, b"1.2.33.1", b"1.2.33")
@@ -226,7 +226,7 @@ def test_an_image_larger_than_the_study_limit_is_refused_and_changes_nothing(tmp
     assert (tmp_path / "index.dat").read_bytes() == before and os.path.exists(kept)
 
 
-# --- sharing the area --------------------------------------------------------------------------------
+# --- sharing the area ---------------------------------------------------------------------------------------------
 
 @needs_dcmtk
 def test_the_cache_notices_changes_made_by_dcmtk(tmp_path):
@@ -318,7 +318,7 @@ def test_a_process_killed_while_registering_leaves_a_valid_index(tmp_path):
             store(area, b"1.2.5.%d" % round_)   # and the area goes on working
 
 
-# --- a large index -------------------------------------------------------------------------------------
+# --- a large index ------------------------------------------------------------------------------------------------
 
 def _write_big_index(path: Path, records: int) -> None:
     """An index of ``records`` instances in 100-image studies, written directly (a registration of each

@@ -64,7 +64,7 @@ BRANCH = 83
 AE_TITLE = "QRSCP"
 
 
-# --- helpers ----------------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------------------
 
 def start(root: Path, area: Path, directory: Path | None = None, port: int | None = None) -> Server:
     """Our server on ``area`` (RW, ANY peer) with ``-v``; ``directory`` (default ``root``) holds its
@@ -172,7 +172,7 @@ def partial_store(peer: RawPeer, dataset: Dataset) -> bytes:
     return data[len(data) // 2:]
 
 
-# --- killed workers ---------------------------------------------------------------------------------------
+# --- killed workers -----------------------------------------------------------------------------------------------
 
 def test_worker_killed_during_a_store(tmp_path: Path) -> None:
     """SIGKILL of the worker that is writing a C-STORE's file: the client's connection closes without a
@@ -309,7 +309,7 @@ def test_worker_killed_during_a_move(tmp_path: Path) -> None:
             assert_checked(area)
 
 
-# --- the supervisor --------------------------------------------------------------------------------------
+# --- the supervisor -----------------------------------------------------------------------------------------------
 
 def test_supervisor_killed_with_workers_running_then_restarted(tmp_path: Path) -> None:
     """SIGKILL of the supervisor while one association is idle and another is half-way through a
@@ -349,7 +349,7 @@ def test_supervisor_killed_with_workers_running_then_restarted(tmp_path: Path) -
         first.stop()
 
 
-# --- a full disk -----------------------------------------------------------------------------------------
+# --- a full disk --------------------------------------------------------------------------------------------------
 
 def test_disk_full_during_a_store(tmp_path: Path) -> None:
     """A 3 MB instance into an area on a 2 MiB tmpfs: 0xA700, "Cannot write image file" logged, the
@@ -406,7 +406,7 @@ def test_disk_fills_while_the_index_grows(tmp_path: Path, spare_pages: int) -> N
         assert_checked(area)
 
 
-# --- a damaged index -------------------------------------------------------------------------------------
+# --- a damaged index ----------------------------------------------------------------------------------------------
 
 def test_index_truncated_mid_record(tmp_path: Path) -> None:
     """``index.dat`` loses the second half of its last record while the server runs: the server warns
@@ -471,7 +471,7 @@ def test_destroyed_index_header_is_never_written_to(tmp_path: Path) -> None:
         assert_healthy(server, area, [str(instance(BRANCH, 1, n).SOPInstanceUID) for n in (1, 2, 3)])
 
 
-# --- a read-only storage area -----------------------------------------------------------------------------
+# --- a read-only storage area -------------------------------------------------------------------------------------
 
 def test_storage_area_made_read_only(tmp_path: Path) -> None:
     """The area becomes read-only while the server runs: a C-STORE is answered 0xA700, the failure is

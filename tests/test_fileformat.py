@@ -346,9 +346,10 @@ def test_disable_new_vr_writes_ob_in_little_endian_order():
                        *sorted((tag, vr, value) for tag, (vr, value) in values.items()))
     for target in (LEE, BEE):
         converted, _ = convert_dataset(data, LEE, OutputFormat(write_xfer=target, enable_new_vr=False))
-        for tag, vr, length, start in walk(converted, little=target == LEE):
-            if tag in values:
-                assert (vr, converted[start:start + length]) == ("OB", values[tag][1])
+        written = {tag: (vr, converted[start:start + length])
+                   for tag, vr, length, start in walk(converted, little=target == LEE)}
+        assert {tag: written.get(tag) for tag in values} == {tag: ("OB", value) for tag, (_, value) in values.items()}
+        assert written.keys() == {0x00080016, 0x00080018, 0x00090010, *values}   # nothing dropped, nothing added
 
 
 # ---------------------------------------------------------------------------------------------------

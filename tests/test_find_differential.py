@@ -1,4 +1,4 @@
-"""Differential C-FIND tests: the same corpus, the same queries, qrscp against DCMTK's dcmqrscp (ref §3).
+"""Differential C-FIND tests: the same corpus, the same queries, qrscp against DCMTK's dcmqrscp (docs/matching.md).
 
 The corpus of ``corpus.py`` is stored once into our server and once into DCMTK's (separate storage areas,
 same configuration, same AE title ``QRSCP``); every query of ``QUERIES`` then runs through DCMTK's
@@ -54,7 +54,7 @@ MODELS = {
 """Information model: letter -> (findscu option, C-FIND SOP class)."""
 
 
-# --- the query table --------------------------------------------------------------------------------
+# --- the query table ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Query:
@@ -352,7 +352,7 @@ QUERIES: tuple[Query, ...] = (
 )
 
 
-# --- running a query and recording its answer --------------------------------------------------------
+# --- running a query and recording its answer ---------------------------------------------------------------------
 
 def _element_line(tag: int, value: bytes) -> str:
     """``(gggg,eeee) VR Keyword [value]`` with the value's bytes (padding removed) shown as UTF-8."""
@@ -446,7 +446,7 @@ def store_corpus(port: int, files: list[Path]) -> None:
         association.release()
 
 
-# --- fixtures ----------------------------------------------------------------------------------------
+# --- fixtures -----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
@@ -512,7 +512,7 @@ def qrscp_answers(tmp_path_factory: pytest.TempPathFactory, corpus_files: list[P
         return _answers(servers, findscu if HAVE_DCMTK else pynetdicom_find)
 
 
-# --- the tests ---------------------------------------------------------------------------------------
+# --- the tests ----------------------------------------------------------------------------------------------------
 
 def _difference(answer: dict, reference: dict, name: str, reference_name: str) -> str:
     """A unified diff of two answers, one line per status, response and element."""

@@ -210,7 +210,7 @@ def test_never_raises(tmp_path_factory: pytest.TempPathFactory, rules: str, name
         assert isinstance(allowed(directory, rules, rules, address=address, name=name), bool)
 
 
-# --- DCMTK's own check -----------------------------------------------------------------------------
+# --- DCMTK's own check --------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def dcmtk_with_rules(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:

@@ -212,7 +212,7 @@ def test_huge_length_field_is_refused_before_reading(guarded: Archive) -> None:
 
 def test_silent_and_truncated_peers_stall_nobody(guarded: Archive) -> None:
     """Peers that connect and send nothing, or half an A-ASSOCIATE-RQ, do not delay a well-behaved client
-    (decisions #4); the server closes their connections after its ACSE timeout."""
+    (docs/differences.md #4); the server closes their connections after its ACSE timeout."""
     peers = [RawPeer(guarded.server.port) for _ in range(6)]
     try:
         for number, peer in enumerate(peers):

@@ -43,7 +43,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 UNDEFINED = 0xFFFFFFFF
 
 
-# --- a raw DICOM writer ------------------------------------------------------------------------------
+# --- a raw DICOM writer -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Encoder:
@@ -160,7 +160,7 @@ def value_rules_dataset(encoder: Encoder) -> bytes:
     return encoder.dataset([(tag, vr, raw) for tag, vr, raw, _ in VALUE_RULES])
 
 
-# --- layout ------------------------------------------------------------------------------------------
+# --- layout -------------------------------------------------------------------------------------------------------
 
 def test_layout_is_the_reference_one():
     assert (index.HEADER, index.RECORDS_OFFSET, index.RECORD_SIZE) == (b"QRDB05", 44006, 8032)
@@ -270,15 +270,16 @@ def test_reads_an_index_written_by_dcmtk(tmp_path):
     assert sum(d.image_count for d in snapshot.descriptors) == 4
 
 
-# --- index values ------------------------------------------------------------------------------------
+# --- index values -------------------------------------------------------------------------------------------------
 
 def test_value_rules(tmp_path):
     path = tmp_path / "rules.dcm"
     path.write_bytes(dicom_file(value_rules_dataset(Encoder())))
     values = read_index_values(str(path))
-    for tag, _, _, expected in VALUE_RULES:
-        if tag in values.values:
-            assert values.values[tag] == expected, hex(tag)
+    params = {tag: expected for tag, _, _, expected in VALUE_RULES if tag in index.PARAM_BY_TAG}
+    assert len(params) == len(VALUE_RULES) - 2   # all but SOP Class UID and ImageComments
+    assert {tag: values.values[tag] for tag in params} == params
+    assert all(value == b"" for tag, value in values.values.items() if tag not in params)
     assert values.instance_description == b"line1\r\nline2"
     assert values.sop_class_uid == SECONDARY_CAPTURE and values.sop_instance_uid == "1.2.3.4"
 

@@ -72,7 +72,7 @@ MEMORY_SLACK = 8 << 20
 WORKER_MEMORY = 200 << 20
 
 
-# --- instances, fast: one template, fixed-width UIDs patched in its bytes ---------------------------------
+# --- instances, fast: one template, fixed-width UIDs patched in its bytes -----------------------------------------
 
 def study_uid(study: int) -> str:
     return uid(BRANCH, 10000 + study)
@@ -114,7 +114,7 @@ class Instances:
         return paths
 
 
-# --- the load ---------------------------------------------------------------------------------------------
+# --- the load -----------------------------------------------------------------------------------------------------
 
 @dataclass
 class Batch:

@@ -264,7 +264,7 @@ def test_shipped_filelog_cfg(tmp_path: Path) -> None:
     assert (ours[0], ours[1]) == ("", console_line)
 
 
-# --- an association, as DCMTK's filelog.cfg logs it ----------------------------------------------
+# --- an association, as DCMTK's filelog.cfg logs it ---------------------------------------------------------------
 
 DCMTK_LOGGERS = {"dcmqrscp": log.APP, "dcmqrdb": log.DB, "dcmnet": log.NET, "dcmdata": log.DATA}
 FILELOG_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ([ A-Z]{5}) - (\S+) *- (.*)")
@@ -315,7 +315,7 @@ def test_association_lines_as_dcmtk(tmp_path: Path) -> None:
     assert normalised((tmp_path / "ours" / "dcmqrscp.log").read_text()) == normalised(theirs)
 
 
-# --- in-process tests ----------------------------------------------------------------------------
+# --- in-process tests ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
 def clean_dcmtk_loggers() -> Iterator[None]:

@@ -1,6 +1,6 @@
 """Query parsing, matching by VR, the hierarchical search, duplicates and response identifiers.
 
-The expectations are DCMTK dcmqrscp 3.6.7's observed answers (ref §3), except where decisions.md says
+The expectations are DCMTK dcmqrscp 3.6.7's observed answers (docs/matching.md), except where docs/differences.md says
 otherwise. The columns are built by hand as ``StorageArea.read_columns`` returns them; the last test
 compares with the real dcmqrscp on the same records.
 """
@@ -54,7 +54,7 @@ PR, SR, PS = MODEL_PATIENT_ROOT, MODEL_STUDY_ROOT, MODEL_PATIENT_STUDY
 INDEXED = [tag for tag, key in KEYS.items() if key.indexed]
 
 
-# --- helpers ------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------------------
 
 def identifier(*, implicit: bool = False, **keys: str | bytes) -> Identifier:
     """An identifier as a C-FIND-RQ brings it: encoded exactly as given (``str`` as UTF-8, odd
@@ -116,7 +116,7 @@ def matched(keyword: str, query: str | bytes, candidates: list[str]) -> list[str
     return [candidates[row] for row in rows]
 
 
-# --- matching by VR (ref §3.4) -----------------------------------------------------------------
+# --- matching by VR (docs/matching.md §4) -------------------------------------------------------------------------
 
 NAMES = ["Doe^John", "Doe", "doe^john", "Do", "Smith^Doe", "  Doe^John", "Roe^Jim", "Dean", "Den", "Dxe^A", ""]
 
@@ -276,14 +276,14 @@ def test_exact_matching(keyword, query, candidates, expected):
 
 @pytest.mark.parametrize("keyword", ["PatientComments", "AdditionalPatientHistory"])
 def test_unindexed_keys(keyword):
-    """decisions #11: a non-empty value never matches, an empty one is universal."""
+    """docs/differences.md #11: a non-empty value never matches, an empty one is universal."""
     records = [record(0), record(1)]
     assert find(SR, records, QueryRetrieveLevel="STUDY", **{keyword: "*"}) == []
     assert find(SR, records, QueryRetrieveLevel="STUDY", StudyInstanceUID="", **{keyword: ""}) == [0, 1]
     assert find(SR, records, QueryRetrieveLevel="STUDY", StudyInstanceUID="", **{keyword: "  "}) == [0, 1]
 
 
-# --- character sets in matching (ref §3.4) -----------------------------------------------------
+# --- character sets in matching (docs/matching.md §4) -------------------------------------------------------------
 
 def test_utf8_query_matches_latin1_record():
     """Observed: UTF-8 ``Müller*`` matches a Latin-1 and a UTF-8 record."""
@@ -385,7 +385,7 @@ def test_conversion_failures_compare_raw_bytes(dcmtk_log):
         'values that use different (incompatible) character sets: "ISO_IR 998" and "ISO_IR 999"')
 
 
-# --- the identifier (ref §3.2) ------------------------------------------------------------------
+# --- the identifier (docs/matching.md §2) -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, level", [
     ("PATIENT", PATIENT), ("STUDY", STUDY), ("SERIES", SERIES), ("IMAGE", IMAGE),
@@ -451,7 +451,7 @@ def test_model_tables():
     assert len(KEYS) == 30 and sum(not key.indexed for key in KEYS.values()) == 2
 
 
-# --- the hierarchical search and its statuses (ref §3.3, §3.6) --------------------------------
+# --- the hierarchical search and its statuses (docs/matching.md §3, matching.md §6) -------------------------------
 
 STUDIES = [record(0, PatientName="Doe^J", Modality="CT", SeriesNumber="1"),
            record(1, PatientID="P0", StudyInstanceUID="1.1", PatientName="Doe^J", Modality="MR", SeriesNumber="2"),
@@ -524,7 +524,7 @@ def test_patient_study_only_below_its_bottom_works_like_patient_root():
     assert find(PS, STUDIES, QueryRetrieveLevel="IMAGE", SOPInstanceUID="", **{**keys, "SeriesInstanceUID": "1.1.1"}) == [1]
 
 
-# --- duplicates ----------------------------------------------------------------------------------
+# --- duplicates ---------------------------------------------------------------------------------------------------
 
 def test_one_response_per_entity_first_record_wins():
     images = [record(0, PatientID="A", StudyInstanceUID="S1", SeriesInstanceUID="S1.1", SOPInstanceUID="I1"),
@@ -564,7 +564,7 @@ def test_retrieve_keys():
     assert retrieve(PR, QueryRetrieveLevel="STUDY", PatientID="P0", StudyInstanceUID="1.0\\1.1") == [0, 1]
 
 
-# --- --check-find and --check-move (ref §3.7) ----------------------------------------------------
+# --- --check-find and --check-move (docs/matching.md §7) ----------------------------------------------------------
 
 @pytest.mark.parametrize("model, keys, message, log_level", [
     (PR, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""}, "No Unique Key found (level 0)", logging.DEBUG),
@@ -633,7 +633,7 @@ def test_check_move_accepts(model, keys):
     parse_retrieve(identifier(**keys), model, True)
 
 
-# --- response identifiers (ref §3.5) -------------------------------------------------------------
+# --- response identifiers (docs/matching.md §5) -------------------------------------------------------------------
 
 def respond(records: list[dict[str, bytes]], row: int, policy: CharsetPolicy = CharsetPolicy(),
             **keys: str | bytes) -> tuple[Identifier, dict[int, bytes]]:
@@ -723,7 +723,7 @@ def test_response_elements_in_tag_order():
         0x00080005, 0x00080050, 0x00080052, 0x00080054, 0x00080060, 0x00100010, 0x0020000D]
 
 
-# --- a large area (its speed is measured by scripts/bench, not asserted here) ----------------------
+# --- a large area (its speed is measured by scripts/bench, not asserted here) -------------------------------------
 
 def test_queries_over_fifty_thousand_records():
     count = 50_000
@@ -749,7 +749,7 @@ def test_queries_over_fifty_thousand_records():
         assert [len(find_matches(query, shared)) for _ in range(2)] == [expected] * 2, keys
 
 
-# --- against DCMTK's dcmqrscp ------------------------------------------------------------------
+# --- against DCMTK's dcmqrscp -------------------------------------------------------------------------------------
 
 ORACLE_RECORDS = [
     dict(PatientID="A", PatientName="Doe^John", StudyDate="20210615", StudyTime="101010", Modality="CT",

@@ -190,7 +190,7 @@ def test_unknown_user_or_group_exits_10(tmp_path, line, message):
     assert (theirs.returncode, theirs.stderr.decode().strip()) == (10, message)
 
 
-# --- progress dots on stdout ----------------------------------------------------------------------------
+# --- progress dots on stdout --------------------------------------------------------------------------------------
 
 def _progress_lines(tmp_path: Path, kind: str, options: tuple[str, ...], files: list[Path]) -> list[str]:
     """The ``RECV:``/``XMIT:`` lines a server of ``kind`` prints on stdout for two C-STOREs, a C-MOVE of
@@ -232,7 +232,7 @@ def test_progress_dots_on_stdout_as_dcmtk(tmp_path: Path, options: tuple[str, ..
     assert any(line.count(".") > 1 for line in ours) == shown   # the big instance: several PDVs
 
 
-# --- message dumps ---------------------------------------------------------------------------------------
+# --- message dumps ------------------------------------------------------------------------------------------------
 
 def _dumped_statuses(tmp_path: Path, kind: str, stored: Path) -> list[str]:
     """The ``Message Type`` and ``DIMSE Status`` lines a server of ``kind`` logs at ``-d`` for a C-STORE, a
@@ -262,7 +262,7 @@ def test_message_dumps_name_statuses_as_dcmtk(tmp_path: Path) -> None:
     assert "D: DIMSE Status                  : 0xa801: Refused: Move Destination unknown" in ours
 
 
-# --- the -v log, line for line ----------------------------------------------------------------------------
+# --- the -v log, line for line ------------------------------------------------------------------------------------
 
 #: Lines only one of the servers writes, by design: qrscp's summary line (issue 7), DCMTK's line for each
 #: child process it reaps (qrscp's workers serve many associations, README difference 24).

@@ -1,4 +1,5 @@
-"""C-MOVE and C-GET of qrscp alone, driven by DCMTK's clients and listeners and by pynetdicom (ref §6.4-6.5).
+"""C-MOVE and C-GET of qrscp alone, driven by DCMTK's clients and listeners and by pynetdicom
+(docs/association.md §4-§5).
 
 The first part holds helpers that ``test_retrieve_differential.py`` shares: running DCMTK's ``movescu`` /
 ``getscu`` and reading their responses, a DCMTK ``storescp`` listener, a recording pynetdicom storage SCP,
@@ -55,7 +56,7 @@ AE_TITLE = "QRSCP"
 UNCOMPRESSED = (ExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian)
 
 
-# --- movescu / getscu and their responses -----------------------------------------------------------
+# --- movescu / getscu and their responses -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Response:
@@ -134,7 +135,7 @@ def getscu(port: int, model: str, keys: tuple[str, ...], directory: Path, *optio
     return retrieve_responses(output), output
 
 
-# --- listeners ---------------------------------------------------------------------------------------
+# --- listeners ----------------------------------------------------------------------------------------------------
 
 @contextmanager
 def storescp(directory: Path, *options: str, ae_title: str = "DEST") -> Iterator[int]:
@@ -208,7 +209,7 @@ class StorageSCP:
             server.shutdown()
 
 
-# --- data sets -----------------------------------------------------------------------------------------
+# --- data sets ----------------------------------------------------------------------------------------------------
 
 _WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
@@ -252,7 +253,7 @@ def received(directory: Path) -> dict[str, tuple[str, list]]:
     return files
 
 
-# --- the instances and our server ----------------------------------------------------------------------
+# --- the instances and our server ---------------------------------------------------------------------------------
 
 STUDY_A = uid(50, 1)
 """8 CT and 2 MR instances, explicit VR little endian."""
@@ -395,7 +396,7 @@ def final(responses: list[Response]) -> tuple[int, str, str, str]:
     return last.status, last.completed, last.failed, last.warning
 
 
-# --- move destinations -----------------------------------------------------------------------------------
+# --- move destinations --------------------------------------------------------------------------------------------
 
 def test_unknown_destination(tmp_path: Path, area: Path) -> None:
     with serve(tmp_path / "server", area) as server:
@@ -462,10 +463,10 @@ def test_check_move(tmp_path: Path, area: Path) -> None:
     assert not any((tmp_path / "get").iterdir())
 
 
-# --- presentation contexts -------------------------------------------------------------------------------
+# --- presentation contexts ----------------------------------------------------------------------------------------
 
 def test_require_find_refuses_move_and_get_without_find(tmp_path: Path, area: Path) -> None:
-    """``--require-find``: MOVE and GET contexts need the FIND context of their model (decisions #9)."""
+    """``--require-find``: MOVE and GET contexts need the FIND context of their model (docs/differences.md #9)."""
     with serve(tmp_path / "server", area, "--require-find") as server:
         with associate(server.port, StudyRootQueryRetrieveInformationModelMove,
                        StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelFind,
@@ -498,7 +499,7 @@ def assert_index_unlocked(area: Path) -> None:
         fcntl.flock(file, fcntl.LOCK_UN)
 
 
-# --- cancel ----------------------------------------------------------------------------------------------
+# --- cancel -------------------------------------------------------------------------------------------------------
 
 def test_cancel_during_move(tmp_path: Path, area: Path) -> None:
     """A C-CANCEL after the first pending response: final 0xFE00 with the counters, some remaining."""
@@ -551,7 +552,7 @@ def test_cancel_during_get(tmp_path: Path, area: Path) -> None:
     assert echo.returncode == 0
 
 
-# --- failing sub-operations ------------------------------------------------------------------------------
+# --- failing sub-operations ---------------------------------------------------------------------------------------
 
 def test_destination_refusing_a_sop_class(tmp_path: Path, area: Path, instances: Instances) -> None:
     """A destination that supports only CT: the MR sub-operations fail, 0xB000 with their UIDs."""
@@ -596,7 +597,7 @@ def test_file_deleted_between_match_and_send(tmp_path: Path, instances: Instance
     assert [record.sop_instance_uid for record in slow.records] == uids(instances.study_a)[:9]
 
 
-# --- the sub-association -------------------------------------------------------------------------------
+# --- the sub-association ------------------------------------------------------------------------------------------
 
 def test_sub_association_identity_and_move_originator(tmp_path: Path, area: Path) -> None:
     """Calling AE of the sub-association = the AE the requester called; each C-STORE-RQ carries the Move
@@ -620,7 +621,7 @@ def test_sub_association_identity_and_move_originator(tmp_path: Path, area: Path
 @pytest.mark.parametrize("destination", ["QRSCP2", AE_TITLE])
 def test_move_to_an_ae_of_the_same_server_and_area(tmp_path: Path, instances: Instances, destination: str) -> None:
     """Another AE on the same storage area, or the requested AE itself, as destination: completes, no deadlock
-    (decisions #3); the re-stored instances replace themselves, nothing is lost or doubled."""
+    (docs/differences.md #3); the re-stored instances replace themselves, nothing is lost or doubled."""
     area = tmp_path / "area"
     with serve(tmp_path / "server", area, titles=(AE_TITLE, "QRSCP2"),
                host_table=f"{AE_TITLE} = ({AE_TITLE}, 127.0.0.1, {{port}})\n"
@@ -636,7 +637,7 @@ def test_move_to_an_ae_of_the_same_server_and_area(tmp_path: Path, instances: In
 @pytest.mark.parametrize("destination, status", [("NOWHERE", 0xA801), ("DOWN", 0xA702)])
 def test_echo_right_after_a_failed_move(tmp_path: Path, area: Path, destination: str, status: int) -> None:
     """A failed C-MOVE leaves no index lock behind while its association is still open, and a C-ECHO to
-    the same AE is answered (decisions #2)."""
+    the same AE is answered (docs/differences.md #2)."""
     move_model = StudyRootQueryRetrieveInformationModelMove
     with serve(tmp_path / "server", area, host_table=f"DOWN = (DOWN, 127.0.0.1, {free_port()})") as server, \
             associate(server.port, move_model) as association:
@@ -652,7 +653,7 @@ def test_echo_right_after_a_failed_move(tmp_path: Path, area: Path, destination:
                 in server.log)
 
 
-# --- transfer syntaxes -----------------------------------------------------------------------------------
+# --- transfer syntaxes --------------------------------------------------------------------------------------------
 
 def test_compressed_data(tmp_path: Path, instances: Instances) -> None:
     """Stored JPEG lossless data: sent as stored when the sub-association proposes it (``-xs``) and the

@@ -1,5 +1,5 @@
 """One storage area, two programs: qrscp and DCMTK's ``dcmqrscp``/``dcmqridx`` read and write the same
-areas, even at the same time (decisions.md "the rule"; ref §1, §2, §9).
+areas, even at the same time (the rule of docs/differences.md; docs/index-format.md, locking.md, dcmqridx.md).
 
 pydicom's bundled test files that are storage objects go through DCMTK's ``storescu`` into qrscp; DCMTK's
 ``dcmqrscp`` then serves that very area and ``findscu`` gets the same answers from both servers at every
@@ -118,7 +118,7 @@ AREAS = tuple(f"stored by {writer}" for writer in WRITERS) + \
     tuple(f"indexed by {writer}'s dcmqridx" for writer in WRITERS)
 
 
-# --- the test files ----------------------------------------------------------------------------------------
+# --- the test files -----------------------------------------------------------------------------------------------
 
 def storage_test_files() -> tuple[dict[str, list[Path]], dict[str, str]]:
     """pydicom's test files that are storage objects, by transfer syntax (in a fixed order), and the
@@ -146,7 +146,7 @@ def storage_test_files() -> tuple[dict[str, list[Path]], dict[str, str]]:
     return by_syntax, left_out
 
 
-# --- storing with every transfer syntax --------------------------------------------------------------------
+# --- storing with every transfer syntax ---------------------------------------------------------------------------
 
 def start_servers(stack: ExitStack, specs: list[tuple[Path, str, tuple[str, ...], bool]]) -> list[Server]:
     """Start servers side by side, each (directory, configuration, options, DCMTK's?), all stopped by
@@ -252,7 +252,7 @@ def answers(tmp_path_factory: pytest.TempPathFactory, stored: dict[str, StoredAr
         return {name: future.result() for name, future in futures.items()}
 
 
-# --- the tests ---------------------------------------------------------------------------------------------
+# --- the tests ----------------------------------------------------------------------------------------------------
 
 def test_storage_test_files_cover_every_transfer_syntax(storable_files: dict[str, list[Path]]) -> None:
     """Every transfer syntax of the table has test files; what is left out is not a storage object (or has
@@ -339,13 +339,13 @@ def test_image_level_answers_list_every_record(answers: dict, stored: dict[str, 
         assert len(answers[name]["qrscp"]["study_root_images"]["responses"]) == len(live_records(area)), name
 
 
-# --- both servers at once ---------------------------------------------------------------------------------
+# --- both servers at once -----------------------------------------------------------------------------------------
 
 def test_both_servers_store_into_one_area_at_once(tmp_path: Path) -> None:
     """qrscp and DCMTK's dcmqrscp on one area, two storescu into each at the same time, into the same four
     studies: every instance is indexed exactly once, and both servers find and return all of them.
     (DCMTK's own workers can pick the same file name when they store the same SOP class in the same
-    second, decisions #16, so its two clients send different SOP classes.)"""
+    second, docs/differences.md #16, so its two clients send different SOP classes.)"""
     area = tmp_path / "area"
     area.mkdir()
     config = simple_config({AE_TITLE: f"{area} RW (500, 1024mb) ANY"})

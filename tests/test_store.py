@@ -1,4 +1,4 @@
-"""The C-STORE SCP at the server level (ref §1.9, §4, §7, §14; decisions.md #1, #6, #12, #16).
+"""The C-STORE SCP at the server level (docs/storage.md, quota.md, index-format.md §9; differences #1, #6, #12, #16).
 
 Real servers on 127.0.0.1, driven by DCMTK's ``storescu`` (and by pynetdicom where a request must be
 malformed on purpose). The storage area is inspected on disk with :mod:`qrscp.archive.storage_area` and
@@ -63,7 +63,7 @@ BRANCH = 77
 DELETING = "W: Deleting file: {} due to quota or duplicate SOP instance UID"
 
 
-# --- clients ------------------------------------------------------------------------------------------
+# --- clients ------------------------------------------------------------------------------------------------------
 
 _SENDING = re.compile(r"^I: Sending file: (.*)$")
 _STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")
@@ -101,7 +101,7 @@ def image_level_uids(port: int, study_uid: str = "") -> list[str]:
             if line.startswith("(0008,0018)")]
 
 
-# --- instances ----------------------------------------------------------------------------------------
+# --- instances ----------------------------------------------------------------------------------------------------
 
 def instance(directory: Path, study: int, number: int, *, payload: int = 0, sop_class: str = CTImageStorage,
              name: str | None = None, **attributes) -> Path:
@@ -118,7 +118,7 @@ def instance(directory: Path, study: int, number: int, *, payload: int = 0, sop_
     return write_instance(dataset, directory / (name or f"s{study}i{number}.dcm"))
 
 
-# --- storage areas ------------------------------------------------------------------------------------
+# --- storage areas ------------------------------------------------------------------------------------------------
 
 def opened(area: Path) -> StorageArea:
     """A handle on the existing area ``area`` (for reading: its limits do not matter)."""
@@ -179,11 +179,11 @@ def wait_for_next_second() -> None:
     time.sleep(1.0 - time.time() % 1.0 + 0.01)
 
 
-# --- quota (ref §4, decisions #1) -----------------------------------------------------------------------
+# --- quota (docs/quota.md, docs/differences.md #1) ----------------------------------------------------------------
 
 def test_quota_evicts_exactly_the_least_recently_stored_study(tmp_path: Path) -> None:
     """maxStudies 2, a third study arrives: the study stored into least recently goes, records and files,
-    each file logged at warning level; a study whose UID merely starts with its UID stays (decisions #1)."""
+    each file logged at warning level; a study whose UID merely starts with its UID stays (docs/differences.md #1)."""
     data = tmp_path / "in"
     prefixed = instance(data, 77, 1)            # study ...77.77, stored first
     oldest = instance(data, 7, 1)               # study ...77.7: a prefix of ...77.77
@@ -246,7 +246,7 @@ def test_image_larger_than_the_study_quota_is_refused(tmp_path: Path) -> None:
     assert list(study_descriptors(area)) == [uid(BRANCH, 1).encode()]
 
 
-# --- duplicates (ref §1.8, decisions #6) ------------------------------------------------------------------
+# --- duplicates (docs/index-format.md §8, docs/differences.md #6) -------------------------------------------------
 
 def test_duplicate_in_the_same_study_replaces_the_old_file(tmp_path: Path) -> None:
     """The same SOP Instance UID again in its study: Success, one record naming the new file (with the
@@ -272,7 +272,7 @@ def test_duplicate_in_the_same_study_replaces_the_old_file(tmp_path: Path) -> No
 
 def test_duplicate_under_another_study_leaves_one_record(tmp_path: Path) -> None:
     """The same SOP Instance UID re-sent under another study: one record, in the new study, naming the
-    newer file; the old file is deleted and the old study (now empty) is gone (decisions #6)."""
+    newer file; the old file is deleted and the old study (now empty) is gone (docs/differences.md #6)."""
     sop_uid = uid(BRANCH, 1, 1, 1)
     first = instance(tmp_path / "in", 1, 1)
     other_image_of_new_study = instance(tmp_path / "in", 2, 5)
@@ -298,7 +298,7 @@ def test_duplicate_under_another_study_leaves_one_record(tmp_path: Path) -> None
     assert study_descriptors(area)[uid(BRANCH, 2).encode()].image_count == 2
 
 
-# --- --ignore, UID checks (ref §7, §14) --------------------------------------------------------------------
+# --- --ignore, UID checks (docs/storage.md, storage.md §13) -------------------------------------------------------
 
 def test_ignore_answers_success_and_stores_nothing(tmp_path: Path) -> None:
     """``--ignore``: every C-STORE is answered with Success, nothing is stored or indexed."""
@@ -385,7 +385,7 @@ def file_sender(port: int, sop_classes: set[str]) -> Iterator[Callable[[Path], i
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 @pytest.mark.parametrize("options", [(), ("-up",)], ids=["default", "uid-padding"])
 def test_uid_checks_match_dcmtk(tmp_path: Path, options: tuple[str, ...]) -> None:
-    """Data set UIDs against the command's (ref §7 step 6, §14): 0xA900 for a different SOP Class or
+    """Data set UIDs against the command's (docs/storage.md §6, §13): 0xA900 for a different SOP Class or
     Instance UID, 0xC000 without SOP Instance UID, space-padded UIDs accepted with or without ``-up``;
     the same statuses as DCMTK's, a failed store leaves nothing, a padded UID is indexed unpadded."""
     files = {name: crafted_file(tmp_path / f"{name}.dcm", case) for name, case in UID_CASES.items()}
@@ -442,7 +442,7 @@ def _unknown_class_data_set(SOPClassUID: str = CTImageStorage, SOPInstanceUID: s
 
 def test_unknown_sop_class_checks_the_data_set_first_as_dcmtk(tmp_path: Path) -> None:
     """A C-STORE-RQ naming a SOP class that is no storage class (on a CT context): the data set is received
-    and dropped, but first checked against the request as DCMTK does (ref §7 steps 2, 6): 0xA900 if its SOP
+    and dropped, but first checked against the request as DCMTK does (docs/storage.md §2, §6): 0xA900 if its SOP
     Class or Instance UID differs, 0xC000 without SOP Instance UID, else 0x0122; nothing is stored; the
     statuses and the warning and error lines are DCMTK's."""
     outcome: dict[str, list[int]] = {}
@@ -472,7 +472,7 @@ def test_unknown_sop_class_checks_the_data_set_first_as_dcmtk(tmp_path: Path) ->
     assert logged["qrscp"] == logged["dcmtk"]
 
 
-# --- output options (ref §7 step 7) ------------------------------------------------------------------------
+# --- output options (docs/storage.md §7) --------------------------------------------------------------------------
 
 def _meta_length(data: bytes) -> int:
     """Bytes of preamble and file meta information at the start of ``data`` (0 without)."""
@@ -589,7 +589,7 @@ def test_output_option(tmp_path: Path, option: str) -> None:
         assert case.check(ours, [int(tag) for tag in tags])
 
 
-# --- file names, file meta, new areas (ref §1.9, decisions #12) -----------------------------------------------
+# --- file names, file meta, new areas (docs/index-format.md §9, docs/differences.md #12) --------------------------
 
 def file_prefixes() -> dict[str, str]:
     """SOP Class UID -> file-name prefix, from ``qrscp/dicom/storage_sop_classes.tsv``."""
@@ -633,7 +633,7 @@ def test_file_names_and_file_meta(tmp_path: Path) -> None:
 
 
 def test_file_names_carry_the_time_of_their_association(tmp_path: Path) -> None:
-    """The first 8 hex digits of a stored file's name are the time its association started (ref §1.9), for
+    """The first 8 hex digits of a stored file's name are the time its association started (index-format.md §9), for
     a worker's later associations too."""
     first, second = instance(tmp_path / "in", 1, 1), instance(tmp_path / "in", 1, 2)
     with qrscp(tmp_path) as server:
@@ -647,7 +647,7 @@ def test_file_names_carry_the_time_of_their_association(tmp_path: Path) -> None:
 
 def test_missing_area_directory_is_created(tmp_path: Path) -> None:
     """A storage area whose directory does not exist yet is created on first use, with a warning
-    (decisions #12), and the store succeeds."""
+    (docs/differences.md #12), and the store succeeds."""
     area = tmp_path / "not" / "yet" / "area"
     source = instance(tmp_path / "in", 1, 1)
     with Server(tmp_path, simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"})) as server:
@@ -658,11 +658,11 @@ def test_missing_area_directory_is_created(tmp_path: Path) -> None:
     assert [r.sop_instance_uid.decode() for r in assert_consistent(area)] == [uid(BRANCH, 1, 1, 1)]
 
 
-# --- concurrency and crashes (decisions #16) ------------------------------------------------------------------
+# --- concurrency and crashes (docs/differences.md #16) ------------------------------------------------------------
 
 def test_parallel_stores_index_every_instance_once(tmp_path: Path) -> None:
     """8 storescu processes, 50 distinct instances each, in 5 studies they share: every store succeeds,
-    every instance is indexed exactly once and its file is there (decisions #16)."""
+    every instance is indexed exactly once and its file is there (docs/differences.md #16)."""
     classes = (CTImageStorage, MRImageStorage)
     clients = [[instance(tmp_path / "in" / str(c), 1 + n % 5, 1000 * c + n, sop_class=classes[c % 2])
                 for n in range(50)] for c in range(8)]

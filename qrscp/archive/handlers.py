@@ -172,7 +172,7 @@ class AreaStoreHandler:
 # -- query ----------------------------------------------------------------------------------------------
 
 class AreaFindHandler:
-    """C-FIND over a storage area's index (ref §3): matched under the shared lock, answered after it."""
+    """C-FIND over a storage area's index (docs/matching.md): matched under the shared lock, answered after it."""
 
     def __init__(self, area: StorageArea, check_find: bool, charset_policy: CharsetPolicy,
                  retrieve_ae_title: str) -> None:
@@ -196,7 +196,7 @@ class AreaFindHandler:
 
 class AreaRetrieveHandler:
     """C-MOVE and C-GET over a storage area: the matching records, and their files read under a shared
-    file lock (ref §2.3)."""
+    file lock (docs/locking.md §3)."""
 
     def __init__(self, area: StorageArea, check_move: bool) -> None:
         self.area = area

@@ -1,4 +1,4 @@
-"""The ``index.dat`` file of a storage area, format 5 (ref §1.2-§1.6), byte-compatible with DCMTK 3.6.7.
+"""The ``index.dat`` file of a storage area, format 5 (docs/index-format.md §2-§6), byte-compatible with DCMTK 3.6.7.
 
 This module is the only place in the project that knows the layout: the header, the block of 500 study
 descriptors and the 8032-byte image records with their 38 ``param`` slots. Everything is little-endian
@@ -76,7 +76,7 @@ PARAMS_OFFSET = 344
 PARAM_COUNT = 38
 
 # The string fields behind the params, in record order: (field name, size, tag, dictionary name).
-# Params 15 and 16 carry the tags of 11 and 12 (a quirk of the reference, ref §1.6): they always hold
+# Params 15 and 16 carry the tags of 11 and 12 (a quirk of the reference, docs/index-format.md §6): they always hold
 # StudyDescription and NameOfPhysiciansReadingStudy again.
 _PARAM_FIELDS = (
     ("PatientBirthDate", 81, 0x00100030, "PatientBirthDate"),

@@ -1,4 +1,4 @@
-"""The values a DICOM instance contributes to its index record (ref §1.6-§1.7).
+"""The values a DICOM instance contributes to its index record (docs/index-format.md §6-§7).
 
 Values are taken exactly as DCMTK's ``findAndGetString`` returns them on the top-level data set: the
 raw bytes in the data set's own character set, multiple values joined by their backslashes, trailing
@@ -80,7 +80,7 @@ _WHITESPACE = b" \t\n\v\f\r"
 #: A wanted value longer than this is read only in part (the index keeps at most 1024 bytes).
 _VALUE_READ_LIMIT = 1 << 16
 #: A deflated data set inflates to at most this many bytes here: the largest study a storage area can
-#: hold (ref §1.10), so anything larger could not be stored uncompressed anyway.
+#: hold (docs/index-format.md §10), so anything larger could not be stored uncompressed anyway.
 MAX_INFLATED = index.MAX_BYTES_PER_STUDY
 
 
@@ -90,7 +90,7 @@ class IndexValues:
 
     #: The value of every param tag (``b""`` when absent), keyed by tag, untruncated.
     values: dict[int, bytes]
-    #: InstanceDescription (ref §1.7), at most 128 bytes.
+    #: InstanceDescription (docs/index-format.md §7), at most 128 bytes.
     instance_description: bytes
     #: SOP Class and SOP Instance UID of the data set (``""`` when absent).
     sop_class_uid: str
@@ -133,7 +133,7 @@ def _values(source: Source, start: int, encoding: Encoding) -> IndexValues:
 
 
 def _instance_description(sop_class_uid: str, present, signed: bool | None, value) -> bytes:
-    """InstanceDescription (ref §1.7): ImageComments by default, the document flags of SR-like classes,
+    """InstanceDescription (docs/index-format.md §7): ImageComments by default, the document flags of SR-like classes,
     fixed texts for two print classes, ContentDescription for GSPS; marked when signed."""
     if sop_class_uid in SR_CLASS_NAMES:
         description = SR_CLASS_NAMES[sop_class_uid]

@@ -1,4 +1,4 @@
-"""BSD ``flock`` locks on the index and on image files, as DCMTK takes them (ref §2).
+"""BSD ``flock`` locks on the index and on image files, as DCMTK takes them (docs/locking.md).
 
 DCMTK locks with ``flock(2)``; POSIX record locks (``fcntl.lockf``) would not conflict with those, so the
 locks are taken through portalocker's ``FlockLocker``, which is ``flock(2)`` on every POSIX system whatever
@@ -6,7 +6,7 @@ portalocker's default. Locks are whole-file, advisory and blocking, and belong t
 description: two descriptors opened separately in one process exclude each other, a descriptor
 inherited over ``fork`` shares its lock with the parent.
 
-The callers keep the scopes short (decisions #2/#3): an index lock is never held while waiting on the
+The callers keep the scopes short (docs/differences.md #2, #3): an index lock is never held while waiting on the
 network.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def exclusive(fd: int) -> Iterator[None]:
 
 @contextmanager
 def image_for_reading(path: str) -> Iterator[int]:
-    """Open an image file read-only under ``LOCK_SH`` (a retrieve sub-operation, ref §2.3).
+    """Open an image file read-only under ``LOCK_SH`` (a retrieve sub-operation, docs/locking.md §3).
 
     Yields the descriptor: read the file through it, so that a deletion by a concurrent store (which
     only unlinks the name) cannot affect the transfer. Raises ``OSError`` if the file cannot be opened

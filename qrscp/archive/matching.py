@@ -1,4 +1,4 @@
-"""Query keys, matching by VR and the hierarchical search of C-FIND, C-MOVE and C-GET (ref §3).
+"""Query keys, matching by VR and the hierarchical search of C-FIND, C-MOVE and C-GET (docs/matching.md).
 
 The archive hands us its records as columns (one list of raw value bytes per index field, in slot
 order, see ``StorageArea.read_columns``); a query is matched against whole columns at once: each key
@@ -15,13 +15,13 @@ never matched; a missing higher-level unique key or a level above the model make
 response per distinct entity (first record of each); a C-FIND whose keys are none of the indexed ones
 ends at the first matching record without Specific Character Set (its response would be empty).
 
-Character sets (ref §3.4, ``charset.py``): a key of a VR affected by the character set is compared in
+Character sets (docs/matching.md §4, ``charset.py``): a key of a VR affected by the character set is compared in
 UTF-8 when the request's and the record's sets differ and one of them is neither ASCII nor UTF-8; a
 side that cannot be converted is compared as it is, with DCMTK's warning (the query key's once per
 C-FIND, a candidate's once per record compared).
 
 Deliberate differences: a non-empty PatientComments/AdditionalPatientHistory key never matches
-(decisions #11); the entities already reported by an earlier C-FIND of the same association do not
+(docs/differences.md #11); the entities already reported by an earlier C-FIND of the same association do not
 suppress this one's (DCMTK keeps that list when a C-FIND ends on an empty response); C-MOVE/C-GET
 match with the character set of their own identifier (DCMTK uses the last C-FIND's); records in
 ``ISO_IR 203`` or in code extensions with ``ISO 2022 IR 87``/``159``, which Debian's iconv cannot open,
@@ -101,7 +101,7 @@ GET_MODELS = {
 
 @dataclass(frozen=True)
 class Key:
-    """A supported key (ref §3.1): its level, type, whether the index stores it, and its VR."""
+    """A supported key (docs/matching.md §1): its level, type, whether the index stores it, and its VR."""
 
     tag: int
     keyword: str
@@ -227,7 +227,7 @@ def _parse(identifier: Identifier, model: Model, retrieve: bool) -> Query:
 
 
 def _check_identifier(query: Query, retrieve: bool) -> None:
-    """``--check-find`` / ``--check-move`` (ref §3.7); raise QueryError(0xA900)."""
+    """``--check-find`` / ``--check-move`` (docs/matching.md §7); raise QueryError(0xA900)."""
     def fail(message: str, level: int = logging.DEBUG) -> None:
         raise QueryError(STATUS_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, message, level)
 
@@ -392,7 +392,7 @@ class _Matcher:
         self.key = key
         self.value = value
         self.request_charset = request_charset
-        self.never = not key.indexed        # PatientComments, AdditionalPatientHistory (decisions #11)
+        self.never = not key.indexed        # PatientComments, AdditionalPatientHistory (docs/differences.md #11)
         trimmed = value.strip(_PAD)
         self.test = _compile(key.vr, trimmed)
         self.exact = _exact_values(key.vr, trimmed)
@@ -603,7 +603,7 @@ def find_matches(query: Query, columns: dict[int | str, list[bytes]]) -> list[in
 
 
 def retrieve_matches(query: Query, columns: dict[int | str, list[bytes]]) -> list[int]:
-    """The C-MOVE/C-GET sub-operations: every matching record, in slot order (ref §3.8).
+    """The C-MOVE/C-GET sub-operations: every matching record, in slot order (docs/matching.md §8).
 
     The failures of a C-FIND match nothing here.
     """
@@ -620,7 +620,7 @@ def retrieve_matches(query: Query, columns: dict[int | str, list[bytes]]) -> lis
 
 def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int, retrieve_ae_title: str,
                   policy: cs.CharsetPolicy) -> Identifier:
-    """The C-FIND response identifier for the record at ``row`` (ref §3.5).
+    """The C-FIND response identifier for the record at ``row`` (docs/matching.md §5).
 
     The requested indexed keys with the record's values (empty if it has none), QueryRetrieveLevel
     normalised, RetrieveAETitle, and SpecificCharacterSet, all converted to the character set chosen

@@ -1,11 +1,11 @@
 """A storage area: its ``index.dat``, registration of stored instances, and reads for find/move.
 
-:class:`StorageArea` is the reference's DB handle (ref §1, §2, §4, §7): it creates or validates the index
-when opened, registers instances under the exclusive ``flock`` (duplicates replaced, quota enforced,
-study descriptors maintained) and gives readers one consistent snapshot of columns under the shared
-lock. DCMTK's ``dcmqrscp``/``dcmqridx`` can use the same area at the same time.
+:class:`StorageArea` is DCMTK's DB handle (docs/index-format.md, locking.md, quota.md, storage.md): it
+creates or validates the index when opened, registers instances under the exclusive ``flock``
+(duplicates replaced, quota enforced, study descriptors maintained) and gives readers one consistent
+snapshot of columns under the shared lock. DCMTK's ``dcmqrscp``/``dcmqridx`` can use the same area at the same time.
 
-Speed that does not decay with the size of the area (decisions #7): a store does not read the whole
+Speed that does not decay with the size of the area (docs/differences.md #7): a store does not read the whole
 index. An in-process cache knows the free slots, the slots of each SOP Instance UID and of each study;
 it is trusted only while the file is as we last saw it (size, modification time and the 44,000-byte
 descriptor block, which every DCMTK store rewrites) and rebuilt from the file otherwise, which takes a
@@ -158,7 +158,7 @@ class StorageArea:
     def __init__(self, path: str, max_studies: int, max_bytes_per_study: int, *, delete_files: bool = True,
                  create_directory: bool = True, journal: WriteJournal | None = None) -> None:
         """Open the area ``path``, creating ``index.dat`` (and, with ``create_directory``, the directory,
-        decisions #12) or validating its header under ``LOCK_EX`` (ref §1.1). Raises
+        docs/differences.md #12) or validating its header under ``LOCK_EX`` (docs/index-format.md §1). Raises
         :class:`DatabaseError` with the reference's message, which is also logged.
 
         ``journal``: the index writes shared by this server's processes; with it a worker catches up with
@@ -327,7 +327,7 @@ class StorageArea:
 
     def start_association(self) -> None:
         """The handle serves a new association: check the index as the reference's new DB handle does
-        (DatabaseError if it became unusable), and name its files with this time (ref §1.9)."""
+        (DatabaseError if it became unusable), and name its files with this time (docs/index-format.md §9)."""
         with self._locked(exclusive=False):
             pass
         self.creation_time = int(time.time())
@@ -395,7 +395,7 @@ class StorageArea:
             sops = index.param_column(self._buffer(), index.SOP_INSTANCE_UID, live)
             slots = _Slots(count, sorted(set(range(count)).difference(live)), dict(zip(sops, live)),
                            sop_at=dict(zip(live, sops)))
-            if len(slots.by_sop) < len(live):  # some instance has several records (left by DCMTK, ref §1.8)
+            if len(slots.by_sop) < len(live):  # several records of one instance (DCMTK's, index-format.md §8)
                 slots.by_sop = {}
                 for slot, sop_uid in zip(live, sops):
                     slots.add(slot, sop_uid, b"")
@@ -436,8 +436,8 @@ class StorageArea:
     # --- registration --------------------------------------------------------------------------------
 
     def create_image_file(self, sop_class_uid: str) -> tuple[str, int]:
-        """A new, empty image file ``<area>/<prefix>_<8 hex creation time><8 hex random>.dcm`` (ref §1.9),
-        created exclusively so that no other process can take the same name (decisions #16).
+        """A new, empty image file ``<area>/<prefix>_<8 hex creation time><8 hex random>.dcm`` (index-format.md §9),
+        created exclusively so that no other process can take the same name (docs/differences.md #16).
         Returns its absolute path and a descriptor open for writing; raises ``OSError``."""
         prefix = uids.file_prefix(sop_class_uid)
         for _ in range(_MAX_NAME_TRIES):
@@ -452,8 +452,8 @@ class StorageArea:
     def register(self, filename: str, sop_class_uid: str, values: IndexValues, *, is_new: bool = True) -> None:
         """Register the stored file ``filename`` (the reference's ``storeRequest``), under ``LOCK_EX``.
 
-        Records of the same SOP Instance UID are replaced wherever they are (decisions #6), then the quota
-        is enforced (ref §4, evicting exactly the oldest study or the study's oldest images, decisions #1),
+        Records of the same SOP Instance UID are replaced wherever they are (docs/differences.md #6), then the quota
+        is enforced (docs/quota.md, evicting exactly the oldest study or the study's oldest images, differences #1),
         the study descriptor updated and the record written into the first free slot. Raises
         :class:`QuotaExceeded` for an image larger than maxBytesPerStudy (nothing is changed then),
         :class:`DatabaseError` if the file or the index cannot be used.
@@ -500,7 +500,7 @@ class StorageArea:
             self._remember_own_write(cache, block)
 
     def _find_study(self, descriptors: list[index.StudyDescriptor], study_uid: bytes) -> int | None:
-        """The descriptor of ``study_uid`` among the first maxStudies (ref §4 step 1)."""
+        """The descriptor of ``study_uid`` among the first maxStudies (docs/quota.md §2 step 1)."""
         for number, descriptor in enumerate(descriptors[:self.max_studies]):
             if descriptor.in_use and descriptor.study_instance_uid == study_uid:
                 return number
@@ -535,7 +535,7 @@ class StorageArea:
             freed += record.image_size
 
     def _delete_oldest_study(self, cache: _Cache, descriptors: list[index.StudyDescriptor], keep: bytes) -> int:
-        """Delete the study stored into least recently, exactly that study (decisions #1); its descriptor
+        """Delete the study stored into least recently, exactly that study (docs/differences.md #1); its descriptor
         number, now free."""
         candidates = [(d.last_recorded_date, n) for n, d in enumerate(descriptors[:self.max_studies]) if d.in_use]
         if not candidates:
@@ -577,7 +577,7 @@ class StorageArea:
             LOG.error("cannot delete file: %s: %s", filename, error.strerror)
 
     def _free_slot(self, cache: _Cache) -> int:
-        """The first free slot (checked on disk), else the slot after the last (ref §1.8)."""
+        """The first free slot (checked on disk), else the slot after the last (docs/index-format.md §8)."""
         slots = self._slots(cache)
         while slots.free:
             candidate = heapq.heappop(slots.free)
@@ -618,7 +618,7 @@ class StorageArea:
     # --- maintenance ---------------------------------------------------------------------------------
 
     def prune_invalid_records(self) -> None:
-        """Remove the records whose file is not readable, fixing the descriptors (ref §1.8)."""
+        """Remove the records whose file is not readable, fixing the descriptors (docs/index-format.md §8)."""
         with self._locked(exclusive=True) as cache:
             filenames = self._column(cache, "filename")
             dangling = [slot for slot, name in zip(self._live(cache), filenames) if not os.access(name, os.R_OK)]

@@ -3,7 +3,7 @@
 The tables are DCMTK 3.6.7's (``dcmqrscp --help``, ``dcmqridx --help``) plus what only the manual has
 (``-vv/--very-verbose``, treated as ``--debug``) and qrscp's ``dcmqridx --check/--repair``; the help
 default of ``--config`` is the manual's ``dcmqrscp.cfg``. Options are evaluated in DCMTK's order with
-DCMTK's checks and messages (ref §10), so a bad command line fails the same way, with the first error
+DCMTK's checks and messages (docs/command-line.md §1), so a bad command line fails the same way, with the first error
 DCMTK would report.
 
 Not done here: loading the ``-xf`` association configuration file. DCMTK does it right after the
@@ -58,7 +58,7 @@ _COMPRESSED = (
     ("r", "rle", pydicom_uid.RLELossless, "RLE lossless TS"),
     ("d", "deflated", DEFLATED_EXPLICIT_VR_LE, "deflated expl. VR little endian TS"),
 )
-#: Video transfer syntaxes are proposed alone on sub-associations (ref §6.4); the others with LEE/BEE/LEI.
+#: Video transfer syntaxes are proposed alone on sub-associations (association.md §4); the others with LEE/BEE/LEI.
 _PROPOSED_ALONE = frozenset("mhnl23o45")
 
 
@@ -452,7 +452,7 @@ def _evaluate_database_options(cmd: CommandLine, app: ConsoleApp, options: Optio
     options.allow_shutdown = cmd.find("--allow-shutdown")
     options.check_find = _rightmost(cmd, {"--check-find": True, "--no-check-find": False}, options.check_find)
     options.check_move = _rightmost(cmd, {"--check-move": True, "--no-check-move": False}, options.check_move)
-    # Not mutually exclusive: each option counts only right of the one found before (ref §8.2).
+    # Not mutually exclusive: each option counts only right of the one found before (docs/process.md §2).
     with cmd.block():
         if cmd.find("--move-unrestricted"):
             options.move_aetitle = options.move_host = options.move_vendor = False

@@ -1,4 +1,4 @@
-"""The ``dcmqridx`` program (ref §9): register DICOM files in a storage area's index, print the index.
+"""The ``dcmqridx`` program (docs/dcmqridx.md): register DICOM files in a storage area's index, print the index.
 
 Files are registered where they are (no copy), with their path as given, the area's limits at their
 maximum (500 studies, 1 GiB per study) and file deletion disabled: a duplicate or a quota eviction only

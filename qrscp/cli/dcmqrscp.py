@@ -1,6 +1,6 @@
 """The ``dcmqrscp`` program: command line, logging, configuration, network, privileges, then serve.
 
-Exit codes are the reference's (ref §8.4): 0 after a shutdown request, 1 for command-line errors,
+Exit codes are the reference's (docs/process.md §4): 0 after a shutdown request, 1 for command-line errors,
 10 for configuration, network and privilege errors.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def listen(port: int) -> socket.socket:
 
 
 def drop_privileges(user_name: str, group_name: str) -> None:
-    """setgid/setuid to the configured GroupName/UserName when running as root (ref §8.1)."""
+    """setgid/setuid to the configured GroupName/UserName when running as root (docs/process.md §1)."""
     if os.geteuid() != 0:
         return
     if group_name:

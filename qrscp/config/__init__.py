@@ -1,1 +1,1 @@
-"""config"""
+"""What the user configured: the CTN configuration file, ``-xf`` association profiles, the command-line settings."""

@@ -1,4 +1,5 @@
-"""``-xf``: DCMTK's association negotiation profiles, read and applied as ``dcmqrscp`` 3.6.7 does (ref §6.2, §10).
+"""``-xf``: DCMTK's association negotiation profiles, read and applied as ``dcmqrscp`` 3.6.7 does
+(docs/association.md §2, command-line.md §1).
 
 The file is an association configuration file in DCMTK's format (``dcmnet/docs/asconfig.txt``; Debian's
 ``/etc/dcmtk/storescp.cfg`` and ``storescu.cfg`` are examples)::

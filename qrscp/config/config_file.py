@@ -1,4 +1,4 @@
-"""The CTN configuration file of dcmqrscp (ref §5): our parser of its grammar and the lookups on it.
+"""The CTN configuration file of dcmqrscp (docs/configuration.md): our parser of its grammar and the lookups on it.
 
 The file is read the way DCMTK 3.6.7 reads it, byte for byte, so that a file DCMTK accepts means the same
 here and a file it rejects is rejected with its ``CONFIG Error: ...!`` lines (checked against the real
@@ -73,7 +73,7 @@ class AEEntry:
     storage_area: str
     access: str                 # as written: 'RW', 'R', 'W', ...
     max_studies: int            # as parsed (clamping to 500 happens when the area is opened)
-    max_bytes_per_study: int    # as parsed, -1 when the size had no unit (ref §4)
+    max_bytes_per_study: int    # as parsed, -1 when the size had no unit (docs/quota.md)
     peers: list[Peer] | None    # None means ANY
 
     @property
@@ -84,7 +84,7 @@ class AEEntry:
 
 @dataclass
 class Config:
-    """The contents of a configuration file, with DCMTK's lookups on it (ref §5.4).
+    """The contents of a configuration file, with DCMTK's lookups on it (docs/configuration.md §4).
 
     ``port`` and ``max_pdu`` are as DCMTK parses them (``%d``; ``%lu`` kept to 32 bits), a 0 in the file
     meaning the default as in DCMTK's program; ``max_pdu`` is range-checked by the caller.
@@ -265,7 +265,7 @@ def _max_pdu(text: bytes) -> int:
 
 
 def _quota(text: bytes) -> tuple[int, int] | None:
-    """The ``(maxStudies, maxBytesPerStudy)`` of a quota value such as ``10, 1024mb`` (ref §4).
+    """The ``(maxStudies, maxBytesPerStudy)`` of a quota value such as ``10, 1024mb`` (docs/quota.md).
 
     The size is the number times the factor of the letter before a final ``b``/``B`` (``k``, ``m``,
     ``g``, else 1), or -1 when there is no final ``b``. None when the value does not match

@@ -37,9 +37,9 @@ class Options:
     no_patient_root: bool = False
     no_study_root: bool = False
     no_patient_study: bool = False
-    #: Transfer syntaxes accepted on incoming presentation contexts, most preferred first (ref §6.2).
+    #: Transfer syntaxes accepted on incoming presentation contexts, most preferred first (docs/association.md §2).
     incoming_ts: list[str] = field(default_factory=lambda: list(LOCAL_FIRST))
-    #: Transfer syntaxes proposed on C-MOVE sub-associations, in proposal order (ref §6.4).
+    #: Transfer syntaxes proposed on C-MOVE sub-associations, in proposal order (docs/association.md §4).
     outgoing_ts: list[str] = field(default_factory=lambda: list(LOCAL_FIRST))
     #: ``-xf``: (association configuration file, incoming profile, outgoing profile), names as given.
     assoc_config: tuple[str, str, str] | None = None

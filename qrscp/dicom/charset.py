@@ -1,4 +1,5 @@
-"""Character sets of query keys and responses (ref §3.4, §3.5, §10 "Charset defaults", §5.2).
+"""Character sets of query keys and responses (docs/matching.md §4-§5, command-line.md §1 "Charset defaults",
+configuration.md §2).
 
 DCMTK's dcmqrscp compares a query key with a record in another character set by converting both to
 UTF-8, and converts every C-FIND response to the character set of the request (or to a configured

@@ -3,7 +3,7 @@
 A received data set is written as received (bit for bit) unless an output option asks for a conversion
 (``+te/+tb/+ti/+td``, ``+g/-g``, ``-e``, ``+p``, ``-u``, ``+cl``): decoding and re-encoding is the
 exception, not the receive path. A stored file is likewise sent as stored unless the peer accepted
-another transfer syntax for it (ref §6.4).
+another transfer syntax for it (docs/association.md §4).
 
 A conversion reads the data set with :mod:`qrscp.dicom.reader`, leaving values longer than
 :data:`LOAD_LIMIT` where they are, and writes it with :mod:`qrscp.dicom.writer`, which copies those in

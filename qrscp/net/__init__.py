@@ -1,1 +1,1 @@
-"""net"""
+"""The DICOM upper layer: TCP transport, PDUs, association establishment, DIMSE messages."""

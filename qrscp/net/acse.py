@@ -139,10 +139,13 @@ def request_association(host: str, port: int, *, calling_ae_title: str, called_a
 
 
 def peer_name(address: str, lookup: bool) -> str:
-    """The peer's presentation address as the reference compares it: reverse DNS name, or the IP (``-dhl``)."""
+    """The peer's presentation address as DCMTK logs and compares it: its reverse DNS name up to the first dot
+    (DCMTK's DUL does not ask for the full domain name), or the IP when the lookup finds nothing or ``-dhl``
+    turns it off (docs/configuration.md §4)."""
     if not lookup:
         return address
     try:
-        return socket.gethostbyaddr(address)[0]
+        name = socket.gethostbyaddr(address)[0]
     except OSError:
         return address
+    return name.split(".", 1)[0] or address

@@ -1,6 +1,6 @@
 """TCP transport: socket options, bounded PDU reads and whole-buffer writes.
 
-Every socket gets ``TCP_NODELAY`` (decisions.md #14): DICOM exchanges many small messages and Nagle's
+Every socket gets ``TCP_NODELAY`` (docs/differences.md #14): DICOM exchanges many small messages and Nagle's
 algorithm would hold each one back until the peer's delayed ACK (about 40 ms).
 """
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""server"""
+"""The server process: the supervisor, its workers, and one association from its first byte to its end."""

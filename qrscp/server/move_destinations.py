@@ -1,4 +1,4 @@
-"""C-MOVE destinations from the configuration, restricted by ``-ZA``, ``-ZH`` and ``-ZV`` (ref §6.4)."""
+"""C-MOVE destinations from the configuration, restricted by ``-ZA``, ``-ZH`` and ``-ZV`` (docs/association.md §4)."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +24,7 @@ class ConfiguredDestinations:
 
         options, calling = self.options, self.requestor_ae_title
         if options.move_aetitle and move_destination != calling:
-            raise refuse(f"mapMoveDestination: strictMove Reqs: '{move_destination}' != '{calling}'")
+            raise refuse(f"mapMoveDestination: strictMove Reqs: '{calling}' != '{move_destination}'")
         peer = self.config.peer_for_ae_title(move_destination)
         if peer is None:
             raise refuse(f"mapMoveDestination: unknown AE: '{move_destination}'")

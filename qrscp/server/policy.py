@@ -1,4 +1,4 @@
-"""Association policy (ref §6.1-6.2, decisions.md #8-#10): who may associate, and which contexts we accept.
+"""Association policy (docs/association.md §1-§2, differences.md #8-#10): who may associate, which contexts we accept.
 
 :meth:`AssociationPolicy.screen` applies the checks that precede negotiation, in the reference's order;
 :meth:`AssociationPolicy.negotiate` answers every proposed presentation context.
@@ -99,7 +99,7 @@ class AssociationPolicy:
         self.services = frozenset(services)
 
     def screen(self, rq: AssociateRQ, peer_host: str) -> None:
-        """The checks before negotiation (ref §6.1 steps 3-6). Raises :class:`AssociationRefused` or
+        """The checks before negotiation (docs/association.md §1 steps 3-6). Raises :class:`AssociationRefused` or
         :class:`AssociationDropped` when the association may not proceed."""
         if not rq.calling_ae_title or not rq.contexts or any(not c.transfer_syntaxes for c in rq.contexts):
             raise AssociationDropped()
@@ -153,7 +153,7 @@ class AssociationPolicy:
         return result, transfer_syntax if result == pdu.ACCEPTANCE else "", item
 
     def negotiate(self, rq: AssociateRQ, entry: AEEntry, parallel_store_busy: bool) -> Negotiation:
-        """Answer each proposed context (ref §6.2, with decisions #9 and #10).
+        """Answer each proposed context (docs/association.md §2, with docs/differences.md #9, #10).
 
         ``parallel_store_busy``: another live association to the same AE holds storage contexts
         (``--no-parallel-store``).

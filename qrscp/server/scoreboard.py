@@ -1,6 +1,6 @@
 """The table of live workers that the supervisor and its workers share.
 
-The supervisor never negotiates (decisions.md #4), so the rules that depend on the other associations
+The supervisor never negotiates (docs/differences.md #4), so the rules that depend on the other associations
 (``MaxAssociations``, ``--no-parallel-store``) are applied by each worker against this table: one slot per
 worker in an anonymous shared memory mapping inherited through ``fork``, read and changed under a
 ``flock`` that every worker takes on its own open file description.

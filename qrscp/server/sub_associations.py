@@ -1,4 +1,4 @@
-"""The sub-associations of C-MOVE (ref §6.4): what they propose and how they are requested."""
+"""The sub-associations of C-MOVE (docs/association.md §4): what they propose and how they are requested."""
 from __future__ import annotations
 
 from qrscp.config.association_profiles import Profile
@@ -8,7 +8,7 @@ from qrscp.net.association import Association
 from qrscp.net.pdu import PresentationContextRQ
 from qrscp.services.interfaces import Destination, Instance, SubAssociationFailed
 
-#: DCMTK proposes its sub-associations with this maximum PDU length (ref §6.4).
+#: DCMTK proposes its sub-associations with this maximum PDU length (docs/association.md §4).
 SUB_ASSOCIATION_MAX_PDU = 16384
 #: Presentation context IDs are odd numbers up to 255.
 MAX_CONTEXTS = 128

@@ -1,6 +1,6 @@
 """The supervisor: accepts TCP connections and hands each to a forked worker at once.
 
-The supervisor never reads from a client (decisions.md #4), so an idle or slow peer delays nobody. It
+The supervisor never reads from a client (docs/differences.md #4), so an idle or slow peer delays nobody. It
 passes each accepted socket (``SCM_RIGHTS``) to a worker process that is waiting for one; a worker serves
 one association at a time, then tells the supervisor it is ready again (and after
 :data:`~qrscp.server.worker.WORKER_LIFETIME` associations it exits and is replaced). Forking a Python process costs several
@@ -8,7 +8,7 @@ milliseconds here, so workers are forked ahead of time (:data:`SPARE_WORKERS`) a
 fork off the association's path; a worker that dies takes only its own association with it.
 
 Workers are reaped as soon as they exit (SIGCHLD wakes the loop). SIGTERM/SIGINT stop accepting and let
-running associations finish within :data:`SHUTDOWN_GRACE` seconds (decisions.md #15); SIGHUP re-reads
+running associations finish within :data:`SHUTDOWN_GRACE` seconds (docs/differences.md #15); SIGHUP re-reads
 the configuration file for associations that arrive afterwards. With ``-s`` connections are served inline,
 one after another, in this process (and under ``python -m pdb``).
 """

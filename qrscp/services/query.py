@@ -1,7 +1,7 @@
-"""The Query service (C-FIND SCP, ref §3): one pending response per matching entity, then the final one.
+"""The Query service (C-FIND SCP, docs/matching.md): one pending response per matching entity, then the final one.
 
 The :class:`FindHandler` matches the index before the first response goes out and holds no lock while
-the responses are sent (decisions #2/#3); :func:`find_responses` is a generator, and a C-CANCEL-RQ is
+the responses are sent (docs/differences.md #2, #3); :func:`find_responses` is a generator, and a C-CANCEL-RQ is
 looked for before each response it yields.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Retrieve services: C-MOVE and C-GET SCP (ref §6.4-6.5, decisions #2, #3, #9, #14).
+"""The Retrieve services: C-MOVE and C-GET SCP (docs/association.md §4-§5, docs/differences.md #2, #3, #9, #14).
 
 Both let the :class:`RetrieveHandler` select the instances (no index lock is held afterwards, so a move
 to an AE of this very server cannot deadlock), then run a :class:`Retrieval`, as Orthanc runs its
@@ -47,7 +47,7 @@ from qrscp.services.session import Session
 LOG = log.get_logger(log.DB)
 
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
-#: C-STORE statuses that count as a warning sub-operation (ref §6.4)
+#: C-STORE statuses that count as a warning sub-operation (docs/association.md §4)
 _WARNING_STATUSES = {0x0001, 0x0107, 0x0116}
 
 
@@ -89,7 +89,7 @@ class Outcomes:
         return fields
 
     def final_status(self) -> int:
-        """The status of the final response after the last sub-operation (ref §6.4)."""
+        """The status of the final response after the last sub-operation (docs/association.md §4)."""
         if self.failed == 0 and self.warning == 0:
             return SUCCESS
         if self.failed and self.completed + self.warning == 0:
@@ -353,7 +353,7 @@ def handle_move(session: Session, context_id: int, request: dimse.Command) -> No
     except RequestFailed as failure:
         _final(session, context_id, request, failure.status, Outcomes(), 1, "Move")
         return
-    if not matched:  # the destination is not even looked at (ref §6.4)
+    if not matched:  # the destination is not even looked at (docs/association.md §4)
         _final(session, context_id, request, SUCCESS, Outcomes(), 1, "Move")
         return
     try:

@@ -1,4 +1,4 @@
-"""The Storage service (C-STORE SCP, ref §7): receive into a store target, check, commit.
+"""The Storage service (C-STORE SCP, docs/storage.md): receive into a store target, check, commit.
 
 The data set is passed fragment by fragment to the called AE's :class:`StoreHandler` as it arrives, so a
 store costs one pass over the bytes; the service then checks the stored data set against the request
@@ -68,7 +68,7 @@ def _same_uid(dataset_uid: str, request_uid: str, uid_padding: bool) -> bool:
 
 def _check_against_request(dataset_uids: tuple[str, str], request: StoreRequest, settings: StoreSettings,
                            name: str) -> None:
-    """The reference's check of a received data set against its C-STORE-RQ (ref §7 step 6): 0xC000 (and
+    """The reference's check of a received data set against its C-STORE-RQ (docs/storage.md §6): 0xC000 (and
     ``Bad image file: <name>``) without SOP Class or Instance UID, 0xA900 if either differs from the
     request. Raises :class:`RequestFailed`."""
     dataset_class, dataset_instance = dataset_uids
@@ -82,7 +82,7 @@ def _check_against_request(dataset_uids: tuple[str, str], request: StoreRequest,
 
 def _refuse_unknown_class(session: Session, context_id: int, request: StoreRequest) -> int:
     """Receive and drop the data set of a C-STORE whose SOP class is no storage class: 0x0122, unless
-    the data set fails the check against the request, which the reference reports first (ref §7)."""
+    the data set fails the check against the request, which the reference reports first (docs/storage.md)."""
     head = bytearray()
 
     def keep_head(data: memoryview) -> None:

@@ -5,7 +5,7 @@ takes about an hour, because every registration reads the whole ``index.dat``. S
 indexes ONE study, and the index of N studies is made from its bytes: every study-specific value in
 the study's descriptor and records (study UID, and so series/SOP UIDs, patient, date, file names) is
 overwritten with the other study's, at the same length (the corpus makes all such values fixed-width).
-Only the few layout numbers of ref §1.2-1.3 are used. The areas' file names point into the corpus.
+Only the few layout numbers of docs/index-format.md §2-§3 are used. The areas' file names point into the corpus.
 
 For Orthanc: its own ingest (storescu, 4 associations in parallel), snapshotted after each size.
 """
@@ -34,7 +34,7 @@ from benchlib.servers import (
     stop_process,
 )
 
-#: index.dat format 5 (ref §1.2-1.3): a 6-byte header, 500 study descriptors of 88 bytes, then records.
+#: index.dat format 5 (docs/index-format.md §2-§3): a 6-byte header, 500 study descriptors of 88 bytes, then records.
 INDEX_HEADER_SIZE = 6
 STUDY_DESCRIPTOR_SIZE = 88
 STUDY_DESCRIPTORS = 500

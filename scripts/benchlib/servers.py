@@ -27,7 +27,7 @@ DCMTK_BIN = Path("/usr/bin")
 ORTHANC_CANDIDATES = (Path("/usr/sbin/Orthanc"), Path("/usr/bin/Orthanc"), Path("/usr/local/bin/Orthanc"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The configuration every server gets: the default PDU size and association limit of dcmqrscp, and the
-#: highest quota a CTN storage area allows (ref §4: 500 studies, 1 GiB per study).
+#: highest quota a CTN storage area allows (docs/quota.md: 500 studies, 1 GiB per study).
 MAX_PDU = 16384
 MAX_ASSOCIATIONS = 16
 QUOTA = "(500, 1024mb)"
