@@ -67,6 +67,10 @@ def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+#: Every server of ours the tests started (their logs are checked for internal errors after each test).
+STARTED: list[Server] = []
+
+
 class Server:
     """A real server process (ours or DCMTK's) on 127.0.0.1, for the tests to talk to.
 
@@ -90,6 +94,8 @@ class Server:
             env = dict(os.environ)
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")
+        if not dcmtk_server:
+            STARTED.append(self)
         self.process = subprocess.Popen(command, cwd=self.directory, env=env, stdout=self._stdout,
                                         stderr=self._stderr)
         try:
@@ -201,3 +207,20 @@ def dcmtk_log() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved)
+
+
+#: What our server logs when an exception reaches its catch-all: a bug, whatever the input.
+INTERNAL_ERROR = "internal error"
+
+
+@pytest.fixture(autouse=True)
+def no_internal_errors() -> Iterator[None]:
+    """Fail the test during which any of our servers logged an internal error: bad input must end as a
+    status or an abort, never reach the catch-all."""
+    seen = {id(server): len(server.log) for server in STARTED}
+    yield
+    for server in list(STARTED):
+        logged = server.log[seen.get(id(server), 0):]
+        if server.process.poll() is not None:   # stopped: this was its last check
+            STARTED.remove(server)
+        assert INTERNAL_ERROR not in logged, f"the server logged an internal error:\n{logged[-4000:]}"

@@ -39,7 +39,10 @@ def run(channel: socket.socket, slot: int, context: ServerContext) -> None:
         scoreboard = context.scoreboard
         assert scoreboard is not None
         for remaining in range(WORKER_LIFETIME - 1, -1, -1):
-            message, fds, _flags, _address = socket.recv_fds(channel, 256, 1)
+            try:
+                message, fds, _flags, _address = socket.recv_fds(channel, 256, 1)
+            except OSError:  # the supervisor closed its end with our "ready" unread (a reset): retire
+                break
             if not fds:  # the supervisor closed the channel: retire
                 break
             host, port = message.decode().split("\n")
