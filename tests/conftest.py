@@ -53,14 +53,15 @@ def run_qrscp(*args: str, cwd: str | Path | None = None, timeout: float = 60,
                           timeout=timeout)
 
 
-def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
-    """Block until something accepts connections on 127.0.0.1:``port``."""
+def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None,
+                  host: str = "127.0.0.1") -> None:
+    """Block until something accepts connections on ``host``:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read().decode() if process.stderr else ''}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
@@ -79,7 +80,7 @@ class Server:
     """
 
     def __init__(self, directory: Path, config: str, *args: str, dcmtk_server: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, host: str = "127.0.0.1") -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.config_path = self.directory / "server.cfg"
@@ -99,7 +100,7 @@ class Server:
         self.process = subprocess.Popen(command, cwd=self.directory, env=env, stdout=self._stdout,
                                         stderr=self._stderr)
         try:
-            wait_for_port(self.port, process=self.process)
+            wait_for_port(self.port, process=self.process, host=host)
         except Exception:
             self.stop()
             raise

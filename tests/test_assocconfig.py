@@ -439,7 +439,9 @@ def test_dcmtk_names_are_not_pydicom_keywords():
     assert resolve("RETIRED_UltrasoundImageStorage") == "1.2.840.10008.5.1.4.1.1.6"
     assert resolve("FINDModalityWorklistInformationModel") == WORKLIST_FIND
     assert resolve("SRI24FrameOfReferenc") == "1.2.840.10008.1.4.4.1"  # DCMTK's typo
-    assert len(UID_BY_DCMTK_NAME) == 436
+    assert resolve("HighThroughputJPEG2000ImageCompressionLosslessOnly") == "1.2.840.10008.1.2.4.201"  # 3.7.0's
+    assert resolve("HTJ2KLossless") is None
+    assert len(UID_BY_DCMTK_NAME) == 436 + 41   # DCMTK 3.6.7's names, then those of the UIDs 3.7.0 added
 
 
 LIBDCMDATA = Path("/usr/lib/x86_64-linux-gnu/libdcmdata.so.17")
@@ -447,14 +449,18 @@ LIBDCMDATA = Path("/usr/lib/x86_64-linux-gnu/libdcmdata.so.17")
 
 @pytest.mark.skipif(not LIBDCMDATA.exists(), reason="DCMTK's libdcmdata is not installed")
 def test_name_table_is_dcmtks():
-    """Every name maps as DCMTK maps it, and every UID DCMTK names is in the table."""
+    """Every name 3.6.7 knows maps as DCMTK 3.6.7 maps it, every UID it names is in the table, and the
+    rest of the table are UIDs 3.6.7 does not know (3.7.0's)."""
     library = ctypes.CDLL(str(LIBDCMDATA))
     uid_from_name = library._Z18dcmFindUIDFromNamePKc
     name_of_uid = library._Z16dcmFindNameOfUIDPKcS0_
     uid_from_name.restype = name_of_uid.restype = ctypes.c_char_p
     uid_from_name.argtypes = [ctypes.c_char_p]
     name_of_uid.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    table = UID_BY_DCMTK_NAME
+    known = {name: uid for name, uid in UID_BY_DCMTK_NAME.items() if name_of_uid(uid.encode(), None)}
+    newer = {name: uid for name, uid in UID_BY_DCMTK_NAME.items() if name not in known}
+    assert len(newer) == 41 and not any(uid_from_name(name.encode()) for name in newer)
+    table = known
     assert {name: uid_from_name(name.encode()).decode() for name in table} == table
     uids = set(re.findall(rb"(?<=\0)[0-9]+(?:\.[0-9]+)+(?=\0)", LIBDCMDATA.read_bytes()))
     named = {name_of_uid(uid, None).decode(): uid.decode() for uid in uids if name_of_uid(uid, None)}

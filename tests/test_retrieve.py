@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import re
+import ssl
 import subprocess
 import time
 from contextlib import contextmanager
@@ -183,6 +184,8 @@ class StorageSCP:
     ae_title: str = "DEST"
     records: list[StoreRecord] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
+    ssl_context: ssl.SSLContext | None = None
 
     def _on_store(self, event) -> int:
         request = event.request
@@ -201,7 +204,7 @@ class StorageSCP:
         for sop_class in self.sop_classes:
             ae.add_supported_context(sop_class, list(self.transfer_syntaxes))
         self.port = free_port()
-        server = ae.start_server(("127.0.0.1", self.port), block=False,
+        server = ae.start_server((self.host, self.port), block=False, ssl_context=self.ssl_context,
                                  evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         try:
             yield self

@@ -632,6 +632,44 @@ def test_file_names_and_file_meta(tmp_path: Path) -> None:
     assert sorted(names["qrscp"]) == sorted(NAMED_CLASSES)
 
 
+#: Storage classes DCMTK 3.7.0 added (Photoacoustic, Label Map Segmentation, Waveform Annotation SR) and three
+#: whose prefix DCMTK 3.7.0's table spells with a stray blank (RT Plan, Multiple Volume Rendering VPS, OCT B-scan
+#: Volume Analysis), with the prefixes 3.7.0 names their files by.
+CLASSES_370 = {"1.2.840.10008.5.1.4.1.1.6.3": "PA", "1.2.840.10008.5.1.4.1.1.66.7": "SGl",
+               "1.2.840.10008.5.1.4.1.1.88.77": "SRw", "1.2.840.10008.5.1.4.1.1.481.5": "RP",
+               "1.2.840.10008.5.1.4.1.1.11.11": "VPm", "1.2.840.10008.5.1.4.1.1.77.1.5.8": "OCb"}
+
+
+def test_storage_classes_of_dcmtk_370(tmp_path: Path) -> None:
+    """Every storage class of DCMTK 3.7.0's table is accepted (202, where 3.6.7 has 186) and named by its
+    prefix; DCMTK 3.6.7 refuses the new ones."""
+    datasets = [dcmread(instance(tmp_path / "in", 1, n, sop_class=sop_class))
+                for n, sop_class in enumerate(CLASSES_370, 1)]
+    ae = AE(ae_title="PYSCU")
+    for sop_class in CLASSES_370:
+        ae.add_requested_context(sop_class)
+
+    def store(port: int) -> list[int | None]:
+        association = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        try:
+            return [association.send_c_store(dataset).get("Status") if any(
+                context.abstract_syntax == dataset.SOPClassUID for context in association.accepted_contexts)
+                else None for dataset in datasets]
+        finally:
+            association.release()
+
+    with qrscp(tmp_path) as server:
+        assert store(server.port) == [SUCCESS] * len(datasets)
+    names = {r.sop_class_uid.decode(): Path(r.filename.decode()).name for r in live_records(tmp_path / "area")}
+    assert {sop_class: name.split("_")[0] for sop_class, name in names.items()} == CLASSES_370
+    assert sum(1 for row in file_prefixes()) >= 202
+    (tmp_path / "dcmtk").mkdir()
+    (tmp_path / "dcmtk-area").mkdir()
+    with Server(tmp_path / "dcmtk", simple_config({AE_TITLE: f"{tmp_path / 'dcmtk-area'} RW (200, 1024mb) ANY"}),
+                dcmtk_server=True) as server:
+        assert store(server.port)[:3] == [None, None, None]     # 3.6.7 refuses the new classes' contexts
+
+
 def test_file_names_carry_the_time_of_their_association(tmp_path: Path) -> None:
     """The first 8 hex digits of a stored file's name are the time its association started (index-format.md §9), for
     a worker's later associations too."""

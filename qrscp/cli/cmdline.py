@@ -327,6 +327,16 @@ class CommandLine:
                 return True
         return False
 
+    def find_all(self, long: str) -> Iterator[None]:
+        """Each occurrence of option ``long``, first to last (DCMTK's ``FOM_First``/``FOM_Next``); the option
+        is the current one at each step."""
+        if long not in self._options:
+            raise KeyError(long)
+        for position in self._option_positions:
+            if self.arguments[position] == long:
+                self._found = self._current = position
+                yield
+
     @contextmanager
     def block(self) -> Iterator[None]:
         """Mutually exclusive options: each :meth:`find` only looks right of the previous hit."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pydicom import uid as pydicom_uid
 
 from qrscp import DCMTK_VERSION, __version__, log
 from qrscp.cli.cmdline import CommandLine, CommandLineError, ConsoleApp, ParamMode
-from qrscp.config.options import DEFAULT_CONFIG_FILE, LOCAL_FIRST, Options
+from qrscp.config.options import DEFAULT_CONFIG_FILE, LOCAL_FIRST, Options, TLSSettings
 from qrscp.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
     EXPLICIT_VR_BE,
@@ -31,6 +32,7 @@ from qrscp.dicom.uids import (
     IMPLICIT_VR_LE,
 )
 from qrscp.log import log4cplus as logconfig
+from qrscp.net import tls
 
 DCMTK_RELEASE_DATE = "2022-04-22"
 
@@ -54,7 +56,7 @@ _COMPRESSED = (
     ("3", "mpeg4-2-3d", pydicom_uid.MPEG4HP423D, "MPEG4 AVC/H.264 HP / Level 4.2 TS (3D)"),
     ("o", "mpeg4-2-st", pydicom_uid.MPEG4HP42STEREO, "MPEG4 AVC/H.264 Stereo / Level 4.2 TS"),
     ("4", "hevc", pydicom_uid.HEVCMP51, "HEVC/H.265 Main Profile / Level 5.1 TS"),
-    ("5", "hevc10", pydicom_uid.HEVCM10P51, "HEVC/H.265 Main 10 Profile / Level 5.1 TS"),
+    ("5", "hevc10", pydicom_uid.HEVCM10P51, "HEVC/H.265 Main 10 Profile / L5.1 TS"),
     ("r", "rle", pydicom_uid.RLELossless, "RLE lossless TS"),
     ("d", "deflated", DEFLATED_EXPLICIT_VR_LE, "deflated expl. VR little endian TS"),
 )
@@ -115,6 +117,22 @@ WRITE_XFER = (("+t=", "--write-xfer-same", "write with same TS as input (default
               ("+ti", "--write-xfer-implicit", "write with implicit VR little endian TS", IMPLICIT_VR_LE),
               ("+td", "--write-xfer-deflated", "write with deflated expl. VR little endian TS",
                DEFLATED_EXPLICIT_VR_LE))
+
+#: ``-i4/-i6/-i0``: (long option, short option, help); the value each sets is the long option's tail.
+IP_FAMILIES = (("--ipv4", "-i4", "use IPv4 only (default)"), ("--ipv6", "-i6", "use IPv6 only"),
+               ("--ip-auto", "-i0", "use IPv6/IPv4 dual stack"))
+
+#: The security profile options in DCMTK 3.7.0's order, with its help texts.
+TLS_PROFILE_OPTIONS = (
+    ("--profile-8996", "+pg", "BCP 195 RFC 8996 TLS Profile (default)"),
+    ("--profile-8996-mod", "+pm", "Modified BCP 195 RFC 8996 TLS Profile"),
+    ("--profile-bcp195-nd", "+py", "Non-downgrading BCP 195 TLS Profile (retired)"),
+    ("--profile-bcp195", "+px", "BCP 195 TLS Profile (retired)"),
+    ("--profile-bcp195-ex", "+pz", "Extended BCP 195 TLS Profile (retired)"),
+    ("--profile-basic", "+pb", "Basic TLS Secure Transport Connection Profile\n(retired)"),
+    ("--profile-aes", "+pa", "AES TLS Secure Transport Connection Profile\n(retired)"),
+    ("--profile-null", "+pn", "Authenticated unencrypted communication\n(retired, was used in IHE ATNA)"),
+)
 
 #: ``-ll`` values (log4cplus names, any case) and the level each one means for qrscp.log.
 LOG_LEVELS = {"off": "off", "fatal": "fatal", "error": "error", "warn": "warn", "info": "info",
@@ -202,10 +220,13 @@ def dcmqrscp_command_line() -> CommandLine:
     cmd.option("--no-patient-study", "-QO", "do not support Patient/Study Only Q/R models")
 
     cmd.group("network options:")
+    cmd.subgroup("IP protocol version:")
+    for long, short, text in IP_FAMILIES:
+        cmd.option(long, short, text)
     cmd.subgroup("association negotiation profiles from configuration file:")
-    cmd.option("--assoc-config-file", "-xf", "use profile i from f for incoming associations\n"
-                                             "use profile o from f for outgoing associations",
-               values=3, value_help="[f]ilename, [i]n-profile, [o]ut-profile: string")
+    cmd.option("--assoc-config-file", "-xf", "use profile i from f for incoming,\n"
+                                             "and profile o from f for outgoing associations",
+               values=3, value_help="[f]ilename, [i]n-prof, [o]ut-prof: string")
     cmd.subgroup("preferred network transfer syntaxes (incoming associations):")
     for preference in INCOMING_PREFERENCES:
         cmd.option(preference.long, preference.short, preference.help)
@@ -254,6 +275,8 @@ def dcmqrscp_command_line() -> CommandLine:
     cmd.option("--discard-illegal", "-Cd", "discard characters that cannot be represented\n"
                                            "in destination character set")
 
+    _add_tls_options(cmd)
+
     cmd.group("output options:")
     cmd.subgroup("bit preserving mode:")
     cmd.option("--normal", "-B", "allow implicit format conversions (default)")
@@ -282,6 +305,57 @@ def dcmqrscp_command_line() -> CommandLine:
     cmd.option("--compression-level", "+cl", "0=uncompressed, 1=fastest, 9=best compression",
                values=1, value_help="[l]evel: integer (default: 6)")
     return cmd
+
+
+def _add_tls_options(cmd: CommandLine) -> None:
+    """DCMTK 3.7.0's TLS options (``DcmTLSOptions::addTLSCommandlineOptions`` for an acceptor and requestor);
+    the Basic and NULL profiles only where the linked OpenSSL has their ciphers, as DCMTK offers them."""
+    cmd.group("transport layer security (TLS) options:")
+    cmd.subgroup("transport protocol stack:")
+    cmd.option("--disable-tls", "-tls", "use normal TCP/IP connection (default)")
+    cmd.option("--enable-tls", "+tls", "use authenticated secure TLS connection", values=2,
+               value_help="[p]rivate key file, [c]ertificate file: string")
+    cmd.subgroup("private key password (only with --enable-tls):")
+    cmd.option("--std-passwd", "+ps", "prompt user to type password on stdin (default)")
+    cmd.option("--use-passwd", "+pw", "use specified password", values=1, value_help="[p]assword: string ")
+    cmd.option("--null-passwd", "-pw", "use empty string as password")
+    cmd.subgroup("key and certificate file format:")
+    cmd.option("--pem-keys", "-pem", "read keys and certs as PEM file (default)")
+    cmd.option("--der-keys", "-der", "read keys and certificates as DER file")
+    cmd.subgroup("certification authority:")
+    cmd.option("--add-cert-file", "+cf", "add certificate file to list of certificates", values=1,
+               value_help="[f]ilename: string")
+    cmd.option("--add-cert-dir", "+cd", "add certificates in d to list of certificates", values=1,
+               value_help="[d]irectory: string")
+    cmd.option("--add-crl-file", "+crl", "add certificate revocation list file\n(implies --enable-crl-vfy)",
+               values=1, value_help="[f]ilename: string")
+    cmd.option("--enable-crl-vfy", "+crv", "enable leaf CRL verification")
+    cmd.option("--enable-crl-all", "+cra", "enable full chain CRL verification")
+    cmd.subgroup("security profile:")
+    cmd.option("--list-profiles", "+ph", "list supported TLS profiles and exit", exclusive=True)
+    offered = {profile.option for profile in tls.available_profiles()}
+    for long, short, text in TLS_PROFILE_OPTIONS:
+        if long in offered:
+            cmd.option(long, short, text)
+    cmd.subgroup("ciphersuite:")
+    cmd.option("--list-ciphers", "+cc", "list supported TLS ciphersuites and exit", exclusive=True)
+    cmd.option("--cipher", "+cs", "add ciphersuite to list of negotiated suites\n(not with --profile-bcp195-ex)",
+               values=1, value_help="[c]iphersuite name: string")
+    cmd.option("--dhparam", "+dp", "read DH parameters for DH/DSS ciphersuites", values=1,
+               value_help="[f]ilename: string")
+    cmd.subgroup("server name indication:")
+    cmd.option("--no-sni", help="do not use SNI (default)")
+    cmd.option("--request-sni", help="request server name s", values=1, value_help="[s]erver name: string")
+    cmd.option("--expect-sni", help="expect requests for server name s", values=1, value_help="[s]erver name: string")
+    cmd.subgroup("pseudo random generator:")
+    cmd.option("--seed", "+rs", "seed random generator with contents of f", values=1, value_help="[f]ilename: string")
+    cmd.option("--write-seed", "+ws", "write back modified seed (only with --seed)")
+    cmd.option("--write-seed-file", "+wf", "write modified seed to file f", values=1,
+               value_help="[f]ilename: string (only with --seed)")
+    cmd.subgroup("peer authentication:")
+    cmd.option("--require-peer-cert", "-rc", "verify peer cert, fail if absent (default)")
+    cmd.option("--verify-peer-cert", "-vc", "verify peer certificate if present")
+    cmd.option("--ignore-peer-cert", "-ic", "don't verify peer certificate")
 
 
 def dcmqridx_command_line() -> CommandLine:
@@ -320,6 +394,14 @@ def parse_args(argv: list[str]) -> Options:
     app.parse(cmd, argv, _program_name("dcmqrscp"))
     if cmd.find("--version"):
         _print_version(app, "- GNU C library (iconv), version " + _glibc_version() + "\n")
+    if cmd.find("--list-ciphers"):
+        suites = "".join(f"  {suite.iana_name}\n" for suite in tls.supported_ciphersuites())
+        app.exit_with(f"{app.header()}\n{_HOST_INFO}\nSupported TLS ciphersuites are:\n{suites}", 0)
+    if cmd.find("--list-profiles"):
+        profiles = "".join(f"- {profile.listed_name}{' (default)' if profile is tls.DEFAULT_PROFILE else ''}\n"
+                           for profile in tls.available_profiles())
+        app.exit_with(f"{app.header()}\n{_HOST_INFO}Cryptographic algorithms implemented by: {ssl.OPENSSL_VERSION}\n"
+                      f"\nSupported TLS Secure Transport Connection Profiles are:\n{profiles}", 0)
     options = Options()
     try:
         if cmd.param_count > 0:
@@ -328,6 +410,7 @@ def parse_args(argv: list[str]) -> Options:
         _evaluate_database_options(cmd, app, options)
         incoming, outgoing = _evaluate_network_options(cmd, app, options)
         _evaluate_output_options(cmd, app, options, incoming, outgoing)
+        options.tls = _evaluate_tls_options(cmd, app)
     except CommandLineError as error:
         app.error(str(error))
     return options
@@ -475,6 +558,8 @@ def _evaluate_network_options(cmd: CommandLine, app: ConsoleApp,
 
     Returns the chosen incoming (``+x…``) and outgoing (``-x…``) preference.
     """
+    options.ip_family = _rightmost(cmd, {long: long[2:].replace("ip-auto", "auto") for long, _, _ in IP_FAMILIES},
+                                   options.ip_family)
     incoming = _chosen_preference(cmd, INCOMING_PREFERENCES)
     outgoing = _chosen_preference(cmd, OUTGOING_PREFERENCES)
     options.incoming_ts = list(incoming.syntaxes)
@@ -556,3 +641,84 @@ def _evaluate_output_options(cmd: CommandLine, app: ConsoleApp, options: Options
                              outgoing.long == "--propose-deflated"
                              or options.write_xfer in (None, DEFLATED_EXPLICIT_VR_LE))
         options.compression_level = cmd.unsigned_value(0, 9)
+
+
+def _evaluate_tls_options(cmd: CommandLine, app: ConsoleApp) -> TLSSettings | None:
+    """The TLS options as ``DcmTLSOptions::parseArguments`` evaluates them, last of all the options: the
+    settings of ``+tls``, or None; each option that needs ``+tls`` says so when it comes without."""
+    settings = TLSSettings("", "")
+    secure = _rightmost(cmd, {"--disable-tls": False, "--enable-tls": True}, False)
+    if secure:
+        with cmd.block():
+            cmd.find("--enable-tls")
+            settings.key_file, settings.cert_file = cmd.value(), cmd.value()
+
+    def needs_tls(option: str) -> None:
+        app.check_dependence(option, "--enable-tls", secure)
+
+    with cmd.block():
+        if cmd.find("--std-passwd"):
+            needs_tls("--std-passwd")
+            settings.password = None
+        if cmd.find("--use-passwd"):
+            needs_tls("--use-passwd")
+            settings.password = cmd.value()
+        if cmd.find("--null-passwd"):
+            needs_tls("--null-passwd")
+            settings.password = ""
+    with cmd.block():
+        for long, der in (("--pem-keys", False), ("--der-keys", True)):
+            if cmd.find(long):
+                needs_tls(long)
+                settings.der = der
+    with cmd.block():
+        for long, mode in (("--enable-crl-vfy", "leaf"), ("--enable-crl-all", "chain")):
+            if cmd.find(long):
+                needs_tls(long)
+                settings.crl_mode = mode
+    if cmd.find("--dhparam"):
+        needs_tls("--dhparam")
+        settings.dh_params = cmd.value()
+    if cmd.find("--request-sni"):
+        settings.request_sni = cmd.value()
+    if cmd.find("--expect-sni"):
+        settings.expect_sni = cmd.value()
+    if cmd.find("--no-sni"):
+        app.check_conflict("--no-sni", "--request-sni", settings.request_sni is not None)
+        app.check_conflict("--no-sni", "--expect-sni", settings.expect_sni is not None)
+        settings.request_sni = settings.expect_sni = None
+    if cmd.find("--seed"):
+        needs_tls("--seed")
+        settings.seed_file = cmd.value()
+    with cmd.block():
+        if cmd.find("--write-seed"):
+            needs_tls("--write-seed")
+            app.check_dependence("--write-seed", "--seed", settings.seed_file is not None)
+            settings.write_seed_file = settings.seed_file
+        if cmd.find("--write-seed-file"):
+            needs_tls("--write-seed-file")
+            app.check_dependence("--write-seed-file", "--seed", settings.seed_file is not None)
+            settings.write_seed_file = cmd.value()
+    with cmd.block():
+        for long, mode in (("--require-peer-cert", "require"), ("--ignore-peer-cert", "ignore"),
+                           ("--verify-peer-cert", "verify")):
+            if cmd.find(long):
+                needs_tls(long)
+                settings.peer_certificate = mode
+    with cmd.block():
+        for long, _short, _text in TLS_PROFILE_OPTIONS:
+            if cmd.defines(long) and cmd.find(long):
+                # DCMTK's check of --profile-aes names --profile-basic (tlsopt.cc)
+                needs_tls("--profile-basic" if long == "--profile-aes" else long)
+                settings.profile = long
+    for long in ("--add-cert-file", "--add-cert-dir", "--add-crl-file"):
+        if cmd.find(long):
+            needs_tls(long)
+    if cmd.find("--cipher"):
+        needs_tls("--cipher")
+        app.check_conflict("--cipher", "--profile-bcp195-ex", settings.profile == "--profile-bcp195-ex")
+    for long, values in (("--add-cert-file", settings.ca_files), ("--add-cert-dir", settings.ca_dirs),
+                         ("--add-crl-file", settings.crl_files), ("--cipher", settings.ciphersuites)):
+        for _ in cmd.find_all(long):
+            values.append(cmd.value())
+    return settings if secure else None

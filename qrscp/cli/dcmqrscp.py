@@ -22,6 +22,7 @@ from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config import association_profiles as assocconfig
 from qrscp.config import config_file as config_module
 from qrscp.config.options import Options
+from qrscp.server import tls_contexts
 from qrscp.server.supervisor import Supervisor, make_context
 
 EXIT_COMMAND_LINE = 1
@@ -33,15 +34,21 @@ class StartupError(Exception):
     """A fatal start-up problem: logged as ``F: <message>``, exit code 10."""
 
 
-def listen(port: int) -> socket.socket:
-    """The listening socket on all interfaces, as the reference's.
+def listen(port: int, ip_family: str = "ipv4") -> socket.socket:
+    """The listening socket on all interfaces, as DCMTK 3.7.0's: IPv4 (``-i4``, the default), IPv6 only
+    (``-i6``) or both (``-i0``, IPv4 peers then arrive as IPv4-mapped IPv6 addresses).
 
     Unlike the reference, a port below 1024 is not refused up front for a non-root user: the bind
     decides, so ``CAP_NET_BIND_SERVICE`` (e.g. systemd's ``AmbientCapabilities``) is enough.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(socket.AF_INET if ip_family == "ipv4" else socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError as error:
+        raise StartupError(f"cannot initialize network: 0006:031c TCP Initialization Error: {error.strerror}") from error
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        if ip_family != "ipv4":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(ip_family == "ipv6"))
         sock.bind(("", port))
         sock.listen(128)
     except OSError as error:
@@ -95,12 +102,23 @@ def start(options: Options) -> int:
         LOG.critical("invalid MaxPDUSize in config file")
         return EXIT_CONFIG
     try:
-        listener = listen(options.port or config.port)
+        listener = listen(options.port or config.port, options.ip_family)
         drop_privileges(config.user_name, config.group_name)
     except StartupError as error:
         LOG.critical("%s", error)
         return EXIT_CONFIG
-    return Supervisor(make_context(options, config, profiles), listener).run()
+    contexts = None
+    if options.tls is not None:   # as DCMTK, after the privileges are dropped
+        try:
+            contexts = tls_contexts.build(options.tls)
+        except tls_contexts.TLSSetupError as error:
+            if error.detail:
+                LOG.error("%s", error.detail)
+            for line in error.lines:
+                LOG.critical("%s", line)
+            listener.close()
+            return EXIT_CONFIG
+    return Supervisor(make_context(options, config, profiles, contexts), listener).run()
 
 
 def main(argv: list[str] | None = None) -> int:

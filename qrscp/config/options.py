@@ -17,6 +17,30 @@ LOCAL_FIRST = ((EXPLICIT_VR_LE, EXPLICIT_VR_BE) if sys.byteorder == "little"
 
 
 @dataclass
+class TLSSettings:
+    """What the TLS options of a command line ask for (``+tls`` and the options that go with it)."""
+
+    key_file: str
+    cert_file: str
+    #: ``+pw`` (the password), ``-pw`` (""), or None for ``+ps``: OpenSSL asks on the terminal.
+    password: str | None = None
+    der: bool = False                                        # ``-der``: keys and certificates in DER
+    ca_files: list[str] = field(default_factory=list)        # ``+cf``
+    ca_dirs: list[str] = field(default_factory=list)         # ``+cd``
+    crl_files: list[str] = field(default_factory=list)       # ``+crl``
+    crl_mode: str = "none"                                   # "leaf" (``+crv``) or "chain" (``+cra``)
+    profile: str = "--profile-8996"                          # the long option of the security profile
+    ciphersuites: list[str] = field(default_factory=list)    # ``+cs``, IANA names
+    dh_params: str | None = None                             # ``+dp``
+    request_sni: str | None = None                           # ``--request-sni`` (sub-associations)
+    expect_sni: str | None = None                            # ``--expect-sni``
+    seed_file: str | None = None                             # ``+rs``
+    write_seed_file: str | None = None                       # ``+ws`` (the seed file) or ``+wf``
+    #: ``-rc`` "require", ``-vc`` "verify" (if a certificate is sent), ``-ic`` "ignore".
+    peer_certificate: str = "require"
+
+
+@dataclass
 class Options:
     """What a ``dcmqrscp`` command line asks for (defaults = no option given)."""
 
@@ -66,3 +90,7 @@ class Options:
     length_explicit: bool = True
     padding: tuple[int, int] | None = None
     compression_level: int | None = None
+    #: ``-i4`` "ipv4" (default), ``-i6`` "ipv6", ``-i0`` "auto" (dual stack).
+    ip_family: str = "ipv4"
+    #: ``+tls`` and its options; None for plain TCP (``-tls``).
+    tls: TLSSettings | None = None

@@ -35,7 +35,7 @@ MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 _FIRST_READ = 1 << 16
 
 #: The transfer syntaxes whose data set is deflated (PS3.5 §A.5; JPIP Referenced Deflate).
-DEFLATED_TRANSFER_SYNTAXES = frozenset((uids.DEFLATED_EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.95"))
+DEFLATED_TRANSFER_SYNTAXES = frozenset((uids.DEFLATED_EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"))
 
 
 # -- writing ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The UIDs qrscp speaks: transfer syntaxes, services, and the storage SOP classes of the reference.
 
-The storage table (``storage_sop_classes.tsv``, from DCMTK 3.6.7's ``dcuid.cc``) says which SOP classes
+The storage table (``storage_sop_classes.tsv``, from DCMTK 3.7.0's ``dcuid.cc``) says which SOP classes
 the reference accepts and the file-name prefix of each; ``dcmtk_uid_names.tsv`` holds DCMTK's names of
 UIDs (in message dumps, and in ``-xf`` profiles instead of UIDs). (Its column of the classes the reference proposes
 on C-MOVE sub-associations is not used: qrscp proposes the SOP classes of the matched instances.)

@@ -20,6 +20,8 @@ DB = "dcmtk.dcmqrdb"
 NET = "dcmtk.dcmnet"
 #: Logger of data set handling: DCMTK's dcmdata module.
 DATA = "dcmtk.dcmdata"
+#: Logger of TLS: DCMTK's dcmtls module.
+TLS = "dcmtk.dcmtls"
 #: DCMTK's switch for progress output: while its level is exactly INFO (``-v``, or a ``-lc`` file such as
 #: DCMTK's logger.cfg), every data set a C-STORE receives or a sub-operation sends shows on stdout as
 #: ``RECV: ...`` or ``XMIT: ...``, one dot per PDV.

@@ -5,10 +5,11 @@ What to accept is decided by :mod:`qrscp.server.policy`; this module only speaks
 from __future__ import annotations
 
 import socket
+import ssl
 
 from qrscp import log
 from qrscp.dicom import uids
-from qrscp.net import pdu, transport
+from qrscp.net import pdu, tls, transport
 from qrscp.net.association import AcceptedContext, Association
 from qrscp.net.pdu import (
     AssociateAC,
@@ -102,13 +103,18 @@ def send_accept(conn: Transport, rq: AssociateRQ, results: list[PresentationCont
 def request_association(host: str, port: int, *, calling_ae_title: str, called_ae_title: str,
                         contexts: list[PresentationContextRQ], max_receive_pdu: int,
                         connect_timeout: float | None, acse_timeout: float | None,
-                        roles: dict[str, tuple[bool, bool]] | None = None) -> Association:
-    """Open an association to ``host:port`` as requestor (C-MOVE sub-associations).
+                        roles: dict[str, tuple[bool, bool]] | None = None, ip_family: str = "ipv4",
+                        tls_client: tuple[ssl.SSLContext, str | None] | None = None) -> Association:
+    """Open an association to ``host:port`` as requestor (C-MOVE sub-associations), over TLS with
+    ``tls_client`` (the client context and the server name to ask for).
 
-    Raises :class:`OSError` when the connection fails, :class:`AssociationRejected` or
-    :class:`AssociationFailed` when the peer does not accept.
+    Raises :class:`OSError` when the connection fails, :class:`tls.TLSFailure` when its handshake does,
+    :class:`AssociationRejected` or :class:`AssociationFailed` when the peer does not accept.
     """
-    sock = transport.connect(host, port, connect_timeout)
+    sock = transport.connect(host, port, connect_timeout, ip_family)
+    if tls_client is not None:
+        context, server_name = tls_client
+        sock = tls.connect(sock, context, server_name, acse_timeout)
     conn = Transport(sock)
     rq = AssociateRQ(called_ae_title=called_ae_title, calling_ae_title=calling_ae_title, contexts=contexts,
                      application_context=uids.APPLICATION_CONTEXT, max_pdu_length=max_receive_pdu,
@@ -136,6 +142,13 @@ def request_association(host: str, port: int, *, calling_ae_title: str, called_a
     return Association(conn, called_ae_title=called_ae_title, calling_ae_title=calling_ae_title,
                        peer_host=host, contexts=accepted, max_receive_pdu=max_receive_pdu,
                        max_send_pdu=ac.max_pdu_length, artim_timeout=acse_timeout)
+
+
+def peer_address(address: str) -> str:
+    """The peer's IP address as we compare and log it: an IPv4 peer of a dual-stack socket (``-i0``),
+    which arrives as ``::ffff:a.b.c.d``, is its IPv4 address (DCMTK keeps the mapped form;
+    docs/differences.md #34)."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
 def peer_name(address: str, lookup: bool) -> str:

@@ -12,7 +12,7 @@ import time
 
 from qrscp import log
 from qrscp.archive.storage_area import DatabaseError
-from qrscp.net import acse, dimse, hostaccess, pdu, transport
+from qrscp.net import acse, dimse, hostaccess, pdu, tls, transport
 from qrscp.net.association import TIMEOUT_CONDITION, PeerAborted, ProtocolError, ReleaseRequested, closed_condition
 from qrscp.server.context import ServerContext
 from qrscp.server.policy import (
@@ -26,6 +26,7 @@ from qrscp.services import query, retrieve, storage, verification
 from qrscp.services.session import Service, Session
 
 LOG = log.get_logger(log.DB)
+TLS_LOG = log.get_logger(log.TLS)
 
 #: The DIMSE services, by request command field.
 SERVICES: dict[int, Service] = {
@@ -42,16 +43,29 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], context: Se
     """Serve the association that arrives on ``sock``, until it ends (``slot``: this worker's place in
     the scoreboard). Never raises for the peer's faults."""
     transport.configure(sock)
-    conn = transport.Transport(sock)
     options = context.options
-    peer_ip = address[0]
+    peer_ip = acse.peer_address(address[0])
     if options.access_control:
         name = acse.peer_name(peer_ip, lookup=True)
         if not hostaccess.host_allowed("dcmqrscp", peer_ip, name if name != peer_ip else None):
             LOG.info("Failed to receive association: 0006:0324 TCP wrapper: denied connection from %s (%s)",
                      name, peer_ip)
-            conn.close()
+            sock.close()
             return
+    if context.tls is not None:
+        try:
+            sock = tls.accept(sock, context.tls.server, options.acse_timeout)
+        except tls.TLSFailure as failure:   # a port probe is not worth a line at INFO, as without TLS
+            LOG.log(logging.DEBUG if failure.vanished else logging.INFO, "Failed to receive association: %s", failure)
+            return
+        if TLS_LOG.isEnabledFor(logging.DEBUG):
+            for line in tls.connection_details(sock):
+                TLS_LOG.debug("%s", line)
+        subject = tls.peer_subject(sock)
+        secured = f" over {sock.version()}" + (f" (peer certificate {subject})" if subject else "")
+    else:
+        secured = ""
+    conn = transport.Transport(sock)
     try:
         rq = acse.read_associate_rq(conn, options.acse_timeout)
     except (pdu.PDUError, transport.TransportClosed, TimeoutError, OSError) as error:
@@ -114,8 +128,8 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], context: Se
     finally:
         if LOG.isEnabledFor(logging.INFO):
             counts = ", ".join(f"{n} {name}" for name, n in sorted(session.operations.items())) or "no operations"
-            LOG.info("Association Summary (%s:%s -> %s): %s in %.3f s", peer_host, rq.calling_ae_title,
-                     rq.called_ae_title, counts, time.monotonic() - started)
+            LOG.info("Association Summary (%s:%s -> %s): %s in %.3f s%s", peer_host, rq.calling_ae_title,
+                     rq.called_ae_title, counts, time.monotonic() - started, secured)
 
 
 def _reject(conn: transport.Transport, rejection: Rejection) -> None:
@@ -157,7 +171,10 @@ def _dispatch(session: Session) -> None:
                           closed_condition(closed, reading_command=not in_service))
             else:
                 LOG.info("Association Aborted")
-            association.transport.close()
+            if closed.partial and closed.timed_out:   # a peer still there, silent mid-PDU: DCMTK aborts
+                association.abort()
+            else:
+                association.transport.close()
             return
         except TimeoutError:
             LOG.error("DIMSE Failure (aborting association): %s", TIMEOUT_CONDITION)

@@ -22,6 +22,7 @@ from qrscp.server.move_destinations import ConfiguredDestinations
 from qrscp.server.policy import AssociationPolicy
 from qrscp.server.scoreboard import Scoreboard
 from qrscp.server.sub_associations import SubAssociationRequester
+from qrscp.server.tls_contexts import TLSContexts
 from qrscp.services.session import Session, StoreSettings
 
 
@@ -39,6 +40,8 @@ class ServerContext:
     journal: WriteJournal | None = None
     #: ``-xf``: the profile proposed on C-MOVE sub-associations
     outgoing_profile: Profile | None = None
+    #: ``+tls``: the contexts of incoming associations and of sub-associations (None: plain TCP)
+    tls: TLSContexts | None = None
     #: called when a peer negotiated the private shutdown SOP class (``--allow-shutdown``)
     request_shutdown: Callable[[], None] = lambda: None
     #: open storage areas by (path, quota): kept across the associations a worker serves, so that
@@ -85,7 +88,8 @@ class ServerContext:
             retrieve=AreaRetrieveHandler(area, options.check_move),
             move_destinations=ConfiguredDestinations(self.config, options, association.calling_ae_title,
                                                      association.peer_host),
-            sub_associations=SubAssociationRequester(options, self.outgoing_profile, association.called_ae_title),
+            sub_associations=SubAssociationRequester(options, self.outgoing_profile, association.called_ae_title,
+                                                     self.tls),
             store_settings=StoreSettings(ignore=options.ignore, uid_padding=options.uid_padding),
             dimse_timeout=options.dimse_timeout,
         )

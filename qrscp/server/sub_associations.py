@@ -1,12 +1,15 @@
 """The sub-associations of C-MOVE (docs/association.md §4): what they propose and how they are requested."""
 from __future__ import annotations
 
+import socket
+
 from qrscp.config.association_profiles import Profile
 from qrscp.config.options import Options
-from qrscp.net import acse
+from qrscp.net import acse, tls
 from qrscp.net.association import Association
 from qrscp.net.pdu import PresentationContextRQ
 from qrscp.services.interfaces import Destination, Instance, SubAssociationFailed
+from qrscp.server.tls_contexts import TLSContexts
 
 #: DCMTK proposes its sub-associations with this maximum PDU length (docs/association.md §4).
 SUB_ASSOCIATION_MAX_PDU = 16384
@@ -17,10 +20,12 @@ MAX_CONTEXTS = 128
 class SubAssociationRequester:
     """Requests the sub-associations of one association's C-MOVEs; they call as its called AE title."""
 
-    def __init__(self, options: Options, outgoing_profile: Profile | None, calling_ae_title: str) -> None:
+    def __init__(self, options: Options, outgoing_profile: Profile | None, calling_ae_title: str,
+                 tls: TLSContexts | None = None) -> None:
         self.options = options
         self.outgoing_profile = outgoing_profile
         self.calling_ae_title = calling_ae_title
+        self.tls = tls
 
     def proposed_contexts(self, instances: list[Instance]) -> list[PresentationContextRQ]:
         """One context per SOP class of ``instances`` with the ``-x`` transfer syntaxes (decisions: the
@@ -36,13 +41,20 @@ class SubAssociationRequester:
 
     def request(self, destination: Destination, instances: list[Instance]) -> Association:
         options = self.options
+        tls_contexts = self.tls
         try:
             return acse.request_association(
                 destination.host, destination.port, calling_ae_title=self.calling_ae_title,
                 called_ae_title=destination.ae_title, contexts=self.proposed_contexts(instances),
                 max_receive_pdu=SUB_ASSOCIATION_MAX_PDU, connect_timeout=options.connect_timeout,
                 acse_timeout=options.acse_timeout,
-                roles=self.outgoing_profile.roles if self.outgoing_profile else None)
+                roles=self.outgoing_profile.roles if self.outgoing_profile else None,
+                ip_family=options.ip_family,
+                tls_client=(tls_contexts.client, tls_contexts.request_sni) if tls_contexts is not None else None)
+        except tls.TLSFailure as error:
+            raise SubAssociationFailed(str(error)) from error
+        except socket.gaierror as error:   # DCMTK's DULC_UNKNOWNHOST
+            raise SubAssociationFailed(f"0006:0320 Attempt to connect to unknown host: {destination.host}") from error
         except OSError as error:
             if error.strerror:   # as DCMTK words a failed connect
                 raise SubAssociationFailed(f"0006:031c TCP Initialization Error: {error.strerror}") from error

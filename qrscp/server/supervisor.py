@@ -38,6 +38,7 @@ from qrscp.server import association_handler, worker
 from qrscp.server.context import ServerContext
 from qrscp.server.policy import AssociationPolicy
 from qrscp.server.scoreboard import Scoreboard
+from qrscp.server.tls_contexts import TLSContexts
 
 LOG = log.get_logger(log.DB)
 APP_LOG = log.get_logger(log.APP)
@@ -313,10 +314,12 @@ class Supervisor:
         APP_LOG.info("re-read configuration file %s", path)
 
 
-def make_context(options: Options, config: Config, profiles: tuple[Profile, Profile] | None = None) -> ServerContext:
-    """The shared state of a server run (``profiles``: the ``-xf`` incoming and outgoing profiles)."""
+def make_context(options: Options, config: Config, profiles: tuple[Profile, Profile] | None = None,
+                 tls: TLSContexts | None = None) -> ServerContext:
+    """The shared state of a server run (``profiles``: the ``-xf`` incoming and outgoing profiles; ``tls``:
+    the contexts of ``+tls``)."""
     incoming, outgoing = profiles or (None, None)
     forking = not options.single_process
     return ServerContext(options=options, config=config, policy=AssociationPolicy(options, config, incoming),
                          scoreboard=Scoreboard() if forking else None, journal=WriteJournal() if forking else None,
-                         outgoing_profile=outgoing)
+                         outgoing_profile=outgoing, tls=tls)
