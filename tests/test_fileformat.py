@@ -70,7 +70,12 @@ def convert_dataset(data: bytes, received: str, fmt: OutputFormat, meta_length: 
 def transfer(path: str | Path, target: str) -> bytes:
     """The data set of the file ``path`` as a retrieve sends it to a peer that accepted ``target``."""
     with open(path, "rb") as file:
-        return StoredInstance(read_stored_file(str(path), file), file, 1 << 30).dataset(target)
+        instance = StoredInstance(read_stored_file(str(path), file), file, 1 << 30)
+        try:
+            data = instance.transfer(target).dataset
+            return data if isinstance(data, bytes) else b"".join(data.chunks(0, data.size))
+        finally:
+            instance.close()
 
 
 def decode(data: bytes, transfer_syntax: str) -> Dataset:
@@ -505,11 +510,12 @@ def test_transfer_keeps_padding(tmp_path):
     assert PADDING in decode(converted, BEE)
 
 
-def test_transfer_cannot_compress_or_decompress():
-    with pytest.raises(ValueError, match="JPEG 2000"):
-        transfer(get_testdata_file("JPEG2000.dcm"), LEE)
+def test_transfer_never_compresses_lossy_unasked_nor_decodes_video():
+    """Lossy JPEG 2000 only when the user asked for it (tests/test_transcoding.py covers the codecs)."""
     with pytest.raises(ValueError, match="cannot convert"):
         transfer(get_testdata_file("CT_small.dcm"), JPEG2000)
+    with pytest.raises(ValueError, match="cannot convert"):
+        transfer(get_testdata_file("CT_small.dcm"), "1.2.840.10008.1.2.4.100")
 
 
 def test_transfer_of_compressed_syntax_without_pixel_data():
