@@ -410,6 +410,8 @@ class StoredInstance:
                              " encapsulated pixel data in a sequence")
         spool = self._spool()
         Writer(transfer_syntax, strip_padding=False).write(elements, spool.write, 0, source)
+        if spool.size % 2:      # a deflated data set is padded to even length (PS3.5 §A.5)
+            spool.write(b"\0")
         output = spool.source()
         return Transfer(output.data if isinstance(output, BytesSource) else output, sop_instance_uid)
 

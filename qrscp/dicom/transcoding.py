@@ -176,10 +176,10 @@ def preload() -> bool:
     on a tiny image so that nothing is left to import lazily; False if the extra is not installed."""
     if _pixels() is None:
         return False
-    image = ImagePixel(rows=2, columns=2, samples_per_pixel=1, bits_allocated=8, bits_stored=8,
+    image = ImagePixel(rows=64, columns=64, samples_per_pixel=1, bits_allocated=8, bits_stored=8,
                        pixel_representation=0, photometric_interpretation="MONOCHROME2",
                        planar_configuration=0, number_of_frames=1)
-    frame = bytes(range(4))
+    frame = bytes(range(256)) * 16
     for transfer_syntax in ENCODERS:
         if can_encode(transfer_syntax) and can_decode(transfer_syntax):
             encoded = encode_frame(frame, image, transfer_syntax)

@@ -10,6 +10,7 @@ C-CANCEL-RQ is looked for before each.
 from __future__ import annotations
 
 import logging
+import mmap
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -136,23 +137,23 @@ def _candidates(association: Association, instance: Instance, stored: StoredInst
     return [context for _cost, _order, context in sorted(costed, key=lambda entry: entry[:2])]
 
 
-#: Whether this process has said which extra would have converted an instance (said once).
-_extra_named = False
+#: Byte 0 set once the server has said which extra would have converted an instance: anonymous shared
+#: memory, mapped before the workers are forked, so that it is said once per server run.
+_EXTRA_NAMED = mmap.mmap(-1, 1, flags=mmap.MAP_SHARED)
 
 
 def _name_missing_extra(association: Association, instance: Instance, stored: StoredInstance,
                         requestor_scp: bool | None, label: str) -> None:
-    """Warn, once per process, that the ``codecs`` extra would have converted an instance the peer did
+    """Warn, once per server run, that the ``codecs`` extra would have converted an instance the peer did
     not accept in its stored transfer syntax."""
-    global _extra_named
-    if _extra_named:
+    if _EXTRA_NAMED[0]:
         return
     target = next((context.transfer_syntax for context in association.contexts.values()
                    if context.abstract_syntax == instance.sop_class_uid
                    and (requestor_scp is None or context.scp_role == requestor_scp)
                    and stored.needs_codecs_extra(context.transfer_syntax)), None)
     if target is not None:
-        _extra_named = True
+        _EXTRA_NAMED[0] = 1
         LOG.warning("%s SCP: %s is stored in %s, which the peer did not accept; qrscp's '%s' extra would have "
                     "converted it to %s (%s). Said once.", label, instance.location,
                     syntax_name(stored.transfer_syntax), transcoding.EXTRA, syntax_name(target),
