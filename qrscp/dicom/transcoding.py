@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
+from pydicom import encaps
 from pydicom.uid import UID
 
 from qrscp.dicom import imagecodecs_plugin
@@ -321,7 +322,6 @@ def _check_shape(frame: bytes, pixel: ImagePixel, transfer_syntax: str) -> None:
 def _decode_frame(decoder: Any, frame: bytes, pixel: ImagePixel, transfer_syntax: str) -> tuple[bytes, str]:
     """One encoded frame as native little-endian bytes, and the photometric interpretation they have."""
     _check_shape(frame, pixel, transfer_syntax)
-    encaps = importlib.import_module("pydicom.encaps")
     array, properties = decoder.as_array(
         encaps.encapsulate([frame], has_bot=False), decoding_plugin=DECODERS[transfer_syntax].plugin,
         as_rgb=transfer_syntax in JPEG_FAMILY, **pixel.options(transfer_syntax, number_of_frames=1))
@@ -343,7 +343,6 @@ def decode(file: BinaryIO, pixel: ImagePixel, transfer_syntax: str, sink: Callab
     decoder = _decoder(transfer_syntax)
     if decoder is None:
         raise CodecError(f"no decoder for {transfer_syntax} here")
-    encaps = importlib.import_module("pydicom.encaps")
     interpretation = pixel.photometric_interpretation
     decoded = 0
     try:

@@ -4,8 +4,9 @@ Both let the :class:`RetrieveHandler` select the instances (no index lock is hel
 to an AE of this very server cannot deadlock), then run a :class:`Retrieval`, as Orthanc runs its
 ``IMoveRequestIterator``: a sub-operation count and a :meth:`Retrieval.do_next` step that sends one
 instance as a C-STORE sub-operation through a :class:`Sender` — a sub-association for C-MOVE, the
-requesting association itself for C-GET. A pending response follows every sub-operation, and a
-C-CANCEL-RQ is looked for before each.
+requesting association itself for C-GET — on the accepted context its stored transfer syntax reaches
+most cheaply, converted if need be (README "Transcoding"). A pending response follows every
+sub-operation, and a C-CANCEL-RQ is looked for before each.
 """
 from __future__ import annotations
 
