@@ -196,11 +196,13 @@ class AreaFindHandler:
 
 class AreaRetrieveHandler:
     """C-MOVE and C-GET over a storage area: the matching records, and their files read under a shared
-    file lock (docs/locking.md §3)."""
+    file lock (docs/locking.md §3), converted for a peer in spool files in the area (``lossy_allowed``: the
+    lossy transfer syntaxes the user asked for, the only ones pixel data is encoded lossy into)."""
 
-    def __init__(self, area: StorageArea, check_move: bool) -> None:
+    def __init__(self, area: StorageArea, check_move: bool, lossy_allowed: frozenset[str] = frozenset()) -> None:
         self.area = area
         self.check_move = check_move
+        self.lossy_allowed = lossy_allowed
 
     def match(self, sop_class_uid: str, identifier: Identifier) -> list[Instance]:
         model = matching.MOVE_MODELS.get(sop_class_uid) or matching.GET_MODELS[sop_class_uid]
@@ -218,5 +220,9 @@ class AreaRetrieveHandler:
     @contextmanager
     def open(self, instance: Instance) -> Iterator[StoredInstance]:
         with locking.image_for_reading(instance.location) as fd, os.fdopen(os.dup(fd), "rb") as file:
-            stored = fileformat.read_stored_file(instance.location, file)
-            yield StoredInstance(stored, file, self.area.max_bytes_per_study)
+            stored = StoredInstance(fileformat.read_stored_file(instance.location, file), file,
+                                    self.area.max_bytes_per_study, self.area.directory, self.lossy_allowed)
+            try:
+                yield stored
+            finally:
+                stored.close()

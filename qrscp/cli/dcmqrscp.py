@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import sys
 
-# pydicom imports numpy when it is installed, for pixel data the archive never decodes. Keeping numpy out
-# of the server saves about 10 MB in every process and makes each fork of a worker cheaper.
+# pydicom imports numpy when it is installed, for pixel data the archive decodes only to transcode on a
+# retrieval. Keeping numpy out of the server until then saves about 10 MB in every process and makes each
+# fork of a worker cheaper; qrscp.dicom.transcoding lets it in when a conversion first needs it (or
+# transcoding.preload() does, ahead of time).
 sys.modules.setdefault("numpy", None)
 
 import errno  # noqa: E402 (after the line above, on purpose)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 
 from qrscp.dicom import uids
+
+if TYPE_CHECKING:
+    from qrscp.dicom.reader import Source
 
 ITEM = 0xFFFEE000
 ITEM_DELIMITATION = 0xFFFEE00D
@@ -106,7 +110,8 @@ class Element:
     """One data element as read.
 
     ``value`` holds the value (None when left in the source: then ``position`` and ``length`` say where
-    it is, and ``little`` its byte order there). A sequence has ``items`` (each a list of elements) and,
+    it is, and ``little`` its byte order there; ``source`` names the data it is in when that is not the
+    data set's own, e.g. pixel data a conversion wrote to a spool file). A sequence has ``items`` (each a list of elements) and,
     as encoded, its ``length`` and ``item_lengths`` (``UNDEFINED_LENGTH`` for undefined ones); encapsulated
     pixel data has ``fragments`` (the first is the basic offset table).
     """
@@ -120,6 +125,7 @@ class Element:
     item_lengths: list[int] | None = None
     fragments: list[Fragment] | None = None
     little: bool = True
+    source: Source | None = None
 
 
 @dataclass(eq=False)

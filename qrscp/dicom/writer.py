@@ -225,7 +225,8 @@ class Writer:
                 if fragment.data is not None:
                     yield fragment.data
                 else:
-                    yield from self._copy(fragment.position, fragment.length, "OB", element.little)
+                    yield from self._copy(fragment.position, fragment.length, "OB", element.little,
+                                          element.source)
             yield self._item_header(SEQUENCE_DELIMITATION, 0)
         else:
             vr, length = self._value_vr_and_length(element)
@@ -235,13 +236,15 @@ class Writer:
             if value is not None:
                 yield swap(value, swap_width) if swap_width else value
             else:
-                yield from self._copy(element.position, element.length, vr, element.little)
+                yield from self._copy(element.position, element.length, vr, element.little, element.source)
                 if element.length % 2:
                     yield b"\0"
 
-    def _copy(self, position: int, length: int, vr: str, little: bool) -> Iterator[bytes]:
-        """A value left in the source, in chunks, in the byte order of the output."""
-        source = self._source
+    def _copy(self, position: int, length: int, vr: str, little: bool,
+              own_source: Source | None = None) -> Iterator[bytes]:
+        """A value left in its source (the element's own, else the data set's), in chunks, in the byte
+        order of the output."""
+        source = own_source if own_source is not None else self._source
         if source is None:
             raise ValueError("a value was left unread and no source was given")
         width = SWAP_WIDTH.get(vr) if little != self.little else None

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from qrscp.dicom.reader import FileSource
 from qrscp.net import dimse, pdu
 from qrscp.net.dimse import Command
 from qrscp.net.transport import Transport, TransportClosed
@@ -23,6 +24,14 @@ PDV_OVERHEAD = 12
 UNLIMITED_PDV = 1 << 20
 #: Bytes gathered into one write to the socket.
 SEND_BATCH = 1 << 18
+
+#: A data set to send: in memory, or in a file (a stored file, a conversion's spool), read as it is sent.
+DataSetPayload = bytes | bytearray | memoryview | FileSource
+
+
+def payload_size(dataset: DataSetPayload) -> int:
+    """The length of a data set to send."""
+    return dataset.size if isinstance(dataset, FileSource) else len(dataset)
 
 
 @dataclass(frozen=True)
@@ -191,9 +200,9 @@ class Association:
         self._message_id = self._message_id % 0xFFFF + 1
         return self._message_id
 
-    def send_message(self, context_id: int, command: Command,
-                     dataset: bytes | bytearray | memoryview | None = None) -> None:
-        """Send a command and its data set (if any) as P-DATA-TF PDUs, in few writes of bounded size."""
+    def send_message(self, context_id: int, command: Command, dataset: DataSetPayload | None = None) -> None:
+        """Send a command and its data set (if any) as P-DATA-TF PDUs, in few writes of bounded size (a
+        data set in a file is read piece by piece as it is sent)."""
         command = dict(command)
         command["CommandDataSetType"] = dimse.NO_DATASET if dataset is None else dimse.DATASET_PRESENT
         pending: list = []
@@ -215,15 +224,22 @@ class Association:
         """How many PDVs :meth:`send_message` sends a data set of ``size`` bytes in."""
         return max(1, -(-size // self.max_send_pdv))
 
-    def _fragments(self, context_id: int, data: bytes | bytearray | memoryview,
-                   kind: int) -> Iterator[tuple[bytes, memoryview]]:
+    def _fragments(self, context_id: int, data: DataSetPayload,
+                   kind: int) -> Iterator[tuple[bytes, bytes | memoryview]]:
         """(PDU and PDV header, data) of each fragment of a command (``kind`` 1) or data set (0)."""
-        view = memoryview(data)
         size = self.max_send_pdv
-        total = len(view)
+        total = payload_size(data)
+        if isinstance(data, FileSource):
+            def piece(start: int) -> bytes | memoryview:
+                return data.read(start, min(size, total - start))
+        else:
+            view = memoryview(data)
+
+            def piece(start: int) -> bytes | memoryview:
+                return view[start:start + size]
         offset = 0
         while True:
-            chunk = view[offset:offset + size]
+            chunk = piece(offset)
             offset += len(chunk)
             last = offset >= total
             yield pdu.pdv_header(len(chunk), context_id, kind | (0x02 if last else 0)), chunk

@@ -16,6 +16,7 @@ from qrscp.config.association_profiles import Profile
 from qrscp.config.config_file import AEEntry, Config
 from qrscp.config.options import Options
 from qrscp.dicom.charset import CharsetPolicy, charset_policy
+from qrscp.dicom import transcoding
 from qrscp.dicom.conversion import OutputFormat
 from qrscp.net.association import Association
 from qrscp.server.move_destinations import ConfiguredDestinations
@@ -77,6 +78,15 @@ class ServerContext:
                             length_explicit=options.length_explicit, padding=options.padding,
                             enable_new_vr=options.enable_new_vr, compression_level=options.compression_level)
 
+    @cached_property
+    def lossy_allowed(self) -> frozenset[str]:
+        """The lossy transfer syntaxes the user asked to propose (``-xw``, ``-xu``..., or in the ``-xf``
+        outgoing profile): the only ones a retrieval encodes pixel data into (README "Transcoding")."""
+        proposed = set(self.options.outgoing_ts)
+        if self.outgoing_profile is not None:
+            proposed.update(syntax for _sop_class, syntaxes in self.outgoing_profile.contexts for syntax in syntaxes)
+        return frozenset(syntax for syntax in proposed if transcoding.is_lossy(syntax))
+
     def session(self, association: Association, entry: AEEntry) -> Session:
         """The services' view of an association to the AE ``entry``."""
         options = self.options
@@ -85,11 +95,11 @@ class ServerContext:
             association=association,
             store=AreaStoreHandler(area, self.output_format, entry.writable),
             find=AreaFindHandler(area, options.check_find, self.charset_policy, association.called_ae_title),
-            retrieve=AreaRetrieveHandler(area, options.check_move),
+            retrieve=AreaRetrieveHandler(area, options.check_move, self.lossy_allowed),
             move_destinations=ConfiguredDestinations(self.config, options, association.calling_ae_title,
                                                      association.peer_host),
             sub_associations=SubAssociationRequester(options, self.outgoing_profile, association.called_ae_title,
-                                                     self.tls),
+                                                     self.lossy_allowed, self.tls),
             store_settings=StoreSettings(ignore=options.ignore, uid_padding=options.uid_padding),
             dimse_timeout=options.dimse_timeout,
         )

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 
 from qrscp.config.association_profiles import Profile
 from qrscp.config.options import Options
+from qrscp.dicom import fileformat
+from qrscp.dicom.conversion import conversion_cost, is_uncompressed
 from qrscp.net import acse, tls
 from qrscp.net.association import Association
 from qrscp.net.pdu import PresentationContextRQ
@@ -21,23 +24,35 @@ class SubAssociationRequester:
     """Requests the sub-associations of one association's C-MOVEs; they call as its called AE title."""
 
     def __init__(self, options: Options, outgoing_profile: Profile | None, calling_ae_title: str,
-                 tls: TLSContexts | None = None) -> None:
+                 lossy_allowed: Collection[str] = (), tls: TLSContexts | None = None) -> None:
         self.options = options
         self.outgoing_profile = outgoing_profile
         self.calling_ae_title = calling_ae_title
+        self.lossy_allowed = lossy_allowed
         self.tls = tls
 
     def proposed_contexts(self, instances: list[Instance]) -> list[PresentationContextRQ]:
-        """One context per SOP class of ``instances`` with the ``-x`` transfer syntaxes (decisions: the
-        reference proposes a fixed list); with ``-xf`` the outgoing profile's contexts, in its order."""
+        """Per SOP class of ``instances`` (in the order they are met), one context with the ``-x`` transfer
+        syntaxes (the reference proposes a fixed list of classes), then one per compressed transfer syntax
+        its instances are stored in that the ``-x`` list lacks: that syntax, then the ``-x`` syntaxes it
+        can be converted to here, so that the peer's preference decides (README "Transcoding"). At most
+        :data:`MAX_CONTEXTS`. With ``-xf`` the outgoing profile's contexts, in its order."""
         profile = self.outgoing_profile
         if profile is not None:
             return [PresentationContextRQ(2 * number + 1, sop_class, list(syntaxes))
                     for number, (sop_class, syntaxes) in enumerate(profile.contexts[:MAX_CONTEXTS])]
-        classes = list(dict.fromkeys(instance.sop_class_uid for instance in instances))[:MAX_CONTEXTS]
-        transfer_syntaxes = list(self.options.outgoing_ts)
-        return [PresentationContextRQ(2 * number + 1, sop_class, transfer_syntaxes)
-                for number, sop_class in enumerate(classes)]
+        proposed = list(self.options.outgoing_ts)
+        stored: dict[str, dict[str, None]] = {}     # SOP class -> its stored syntaxes, in order
+        for instance in instances:
+            stored.setdefault(instance.sop_class_uid, {})[_stored_syntax(instance)] = None
+        contexts = []
+        for sop_class, syntaxes in stored.items():
+            contexts.append((sop_class, proposed))
+            contexts += [(sop_class, [syntax, *(target for target in proposed
+                                                if conversion_cost(syntax, target, self.lossy_allowed) is not None)])
+                         for syntax in syntaxes if syntax and not is_uncompressed(syntax) and syntax not in proposed]
+        return [PresentationContextRQ(2 * number + 1, sop_class, syntaxes)
+                for number, (sop_class, syntaxes) in enumerate(contexts[:MAX_CONTEXTS])]
 
     def request(self, destination: Destination, instances: list[Instance]) -> Association:
         options = self.options
@@ -61,3 +76,12 @@ class SubAssociationRequester:
             raise SubAssociationFailed(str(error)) from error
         except (acse.AssociationRejected, acse.AssociationFailed) as error:
             raise SubAssociationFailed(str(error)) from error
+
+
+def _stored_syntax(instance: Instance) -> str:
+    """The transfer syntax an instance is stored in ("" if its file cannot be read: its sub-operation will
+    say why)."""
+    try:
+        return fileformat.read_stored_file(instance.location).transfer_syntax
+    except (OSError, ValueError):
+        return ""

@@ -4,18 +4,20 @@ Both let the :class:`RetrieveHandler` select the instances (no index lock is hel
 to an AE of this very server cannot deadlock), then run a :class:`Retrieval`, as Orthanc runs its
 ``IMoveRequestIterator``: a sub-operation count and a :meth:`Retrieval.do_next` step that sends one
 instance as a C-STORE sub-operation through a :class:`Sender` — a sub-association for C-MOVE, the
-requesting association itself for C-GET. A pending response follows every sub-operation, and a
-C-CANCEL-RQ is looked for before each.
+requesting association itself for C-GET — on the accepted context its stored transfer syntax reaches
+most cheaply, converted if need be (README "Transcoding"). A pending response follows every
+sub-operation, and a C-CANCEL-RQ is looked for before each.
 """
 from __future__ import annotations
 
 import logging
+import mmap
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from qrscp import log
-from qrscp.dicom import dump, identifiers, uids
-from qrscp.dicom.conversion import StoredInstance
+from qrscp.dicom import dump, identifiers, transcoding, uids
+from qrscp.dicom.conversion import StoredInstance, Transfer, syntax_name
 from qrscp.dicom.elements import raw_bytes
 from qrscp.dicom.identifiers import Identifier, make_identifier
 from qrscp.dicom.status import (
@@ -31,9 +33,11 @@ from qrscp.net import dimse
 from qrscp.net.association import (
     AcceptedContext,
     Association,
+    DataSetPayload,
     PeerAborted,
     ProtocolError,
     ReleaseRequested,
+    payload_size,
 )
 from qrscp.net.transport import TransportClosed
 from qrscp.services.interfaces import (
@@ -112,39 +116,80 @@ class Sender(Protocol):
 
 
 def _send_store_request(association: Association, context_id: int, request: dimse.Command,
-                        payload: bytes) -> None:
+                        payload: DataSetPayload) -> None:
     """Send a sub-operation's C-STORE-RQ, and DCMTK's ``XMIT: ...`` line at ``-v`` (a dot per PDV)."""
     association.send_message(context_id, request, payload)
     if log.progress_shown():
-        log.print_progress("XMIT: " + "." * association.fragment_count(len(payload)) + "\n")
+        log.print_progress("XMIT: " + "." * association.fragment_count(payload_size(payload)) + "\n")
 
 
-def _encode_for(context_ts: str, stored: StoredInstance) -> bytes:
-    try:
-        return stored.dataset(context_ts)
-    except ValueError as error:
-        raise SubOperationFailed(str(error)) from error
+def _candidates(association: Association, instance: Instance, stored: StoredInstance,
+                requestor_scp: bool | None) -> list[AcceptedContext]:
+    """The accepted contexts of the instance's SOP class (and role) it can be sent on: the stored transfer
+    syntax first, then the cheapest conversion (README "Transcoding"); the peer's order among equals."""
+    costed = []
+    for order, context in enumerate(association.contexts.values()):
+        if context.abstract_syntax != instance.sop_class_uid or \
+                (requestor_scp is not None and context.scp_role != requestor_scp):
+            continue
+        cost = stored.cost(context.transfer_syntax)
+        if cost is not None:
+            costed.append((cost, order, context))
+    return [context for _cost, _order, context in sorted(costed, key=lambda entry: entry[:2])]
 
 
-def _pick_context(association: Association, instance: Instance, stored: StoredInstance,
-                  requestor_scp: bool | None) -> AcceptedContext | None:
-    """An accepted context for the instance's SOP class: its stored transfer syntax if possible."""
-    context = association.context_for(instance.sop_class_uid, stored.transfer_syntax, requestor_scp)
-    if context is None:
-        context = next((c for c in association.contexts.values()
-                        if c.abstract_syntax == instance.sop_class_uid
-                        and c.transfer_syntax in uids.UNCOMPRESSED + (uids.DEFLATED_EXPLICIT_VR_LE,)
-                        and (requestor_scp is None or c.scp_role == requestor_scp)), None)
-    return context
+#: Byte 0 set once the server has said which extra would have converted an instance: anonymous shared
+#: memory, mapped before the workers are forked, so that it is said once per server run.
+_EXTRA_NAMED = mmap.mmap(-1, 1, flags=mmap.MAP_SHARED)
 
 
-def _store_request(association: Association, instance: Instance, priority: int,
+def _name_missing_extra(association: Association, instance: Instance, stored: StoredInstance,
+                        requestor_scp: bool | None, label: str) -> None:
+    """Warn, once per server run, that the ``codecs`` extra would have converted an instance the peer did
+    not accept in its stored transfer syntax."""
+    if _EXTRA_NAMED[0]:
+        return
+    target = next((context.transfer_syntax for context in association.contexts.values()
+                   if context.abstract_syntax == instance.sop_class_uid
+                   and (requestor_scp is None or context.scp_role == requestor_scp)
+                   and stored.needs_codecs_extra(context.transfer_syntax)), None)
+    if target is not None:
+        _EXTRA_NAMED[0] = 1
+        LOG.warning("%s SCP: %s is stored in %s, which the peer did not accept; qrscp's '%s' extra would have "
+                    "converted it to %s (%s). Said once.", label, instance.location,
+                    syntax_name(stored.transfer_syntax), transcoding.EXTRA, syntax_name(target),
+                    transcoding.INSTALL_HINT)
+
+
+def _prepare(association: Association, instance: Instance, stored: StoredInstance, requestor_scp: bool | None,
+             label: str, no_context: str) -> tuple[AcceptedContext, Transfer]:
+    """The context to send the instance on and the data set encoded for it. A conversion that fails (a
+    corrupt stream, a layout the codec refuses) falls back to the next candidate; raises
+    :class:`SubOperationFailed` when none is left."""
+    candidates = _candidates(association, instance, stored, requestor_scp)
+    if not candidates:
+        _name_missing_extra(association, instance, stored, requestor_scp, label)
+        raise SubOperationFailed(f"{no_context}: ({uids.file_prefix(instance.sop_class_uid)}) "
+                                 f"{instance.sop_class_uid}")
+    failures = []
+    for context in candidates:
+        if context.transfer_syntax != stored.transfer_syntax:
+            LOG.debug("%s SCP: converting %s from %s to %s", label, instance.location,
+                      syntax_name(stored.transfer_syntax), syntax_name(context.transfer_syntax))
+        try:
+            return context, stored.transfer(context.transfer_syntax)
+        except ValueError as error:
+            failures.append(str(error))
+    raise SubOperationFailed("; ".join(dict.fromkeys(failures)))
+
+
+def _store_request(association: Association, instance: Instance, transfer: Transfer, priority: int,
                    **originator: object) -> dimse.Command:
     return {
         "CommandField": dimse.C_STORE_RQ,
         "MessageID": association.next_message_id(),
         "AffectedSOPClassUID": instance.sop_class_uid,
-        "AffectedSOPInstanceUID": instance.sop_instance_uid,
+        "AffectedSOPInstanceUID": transfer.sop_instance_uid,
         "Priority": priority,
         **originator,
     }
@@ -167,15 +212,12 @@ class SubAssociationSender:
     def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
         if self.broken:
             raise SubOperationFailed("sub-association lost")
-        context = _pick_context(self.association, instance, stored, None)
-        if context is None:
-            raise SubOperationFailed(f"No presentation context for: ({uids.file_prefix(instance.sop_class_uid)}) "
-                                     f"{instance.sop_class_uid}")
-        payload = _encode_for(context.transfer_syntax, stored)
-        request = _store_request(self.association, instance, priority, **self.originator)
+        context, transfer = _prepare(self.association, instance, stored, None, self.label,
+                                     "No presentation context for")
+        request = _store_request(self.association, instance, transfer, priority, **self.originator)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         try:
-            _send_store_request(self.association, context.context_id, request, payload)
+            _send_store_request(self.association, context.context_id, request, transfer.dataset)
             while True:
                 context_id, response = self.association.receive_command(self.timeout, self.timeout)
                 if dimse.has_dataset(response):
@@ -209,14 +251,11 @@ class SameAssociationSender:
         self.cancelled = False
 
     def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
-        context = _pick_context(self.association, instance, stored, True)
-        if context is None:
-            raise SubOperationFailed(f"No presentation context with requestor SCP role for: "
-                                     f"({uids.file_prefix(instance.sop_class_uid)}) {instance.sop_class_uid}")
-        payload = _encode_for(context.transfer_syntax, stored)
-        request = _store_request(self.association, instance, priority)
+        context, transfer = _prepare(self.association, instance, stored, True, self.label,
+                                     "No presentation context with requestor SCP role for")
+        request = _store_request(self.association, instance, transfer, priority)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
-        _send_store_request(self.association, context.context_id, request, payload)
+        _send_store_request(self.association, context.context_id, request, transfer.dataset)
         while True:
             context_id, response = self.association.receive_command(self.timeout, self.timeout)
             if dimse.has_dataset(response):

@@ -30,6 +30,7 @@ from benchlib.clients import (
 from benchlib.corpus import LARGE_MULTIFRAME, SMALL_CT, Corpus, Instance
 from benchlib.prefill import build_index, build_orthanc_databases, study_layout
 from benchlib.report import Row, Target
+from benchlib import transcode
 from benchlib.servers import Area, OrthancServer, PeakMemory, Receiver, Server
 
 MIB = 1 << 20
@@ -50,6 +51,7 @@ class Settings:
     find_repeats: int
     timeout: float
     parallel: int = 4
+    transcode_count: int = 100
 
     @property
     def into_size(self) -> int:
@@ -66,7 +68,7 @@ MODES = {
                       timeout=300),
     "smoke": Settings(repetitions=1, echo_seconds=0.3, store_count=20, parallel_count=20, large_count=1,
                       into_count=20, retrieve_count=20, find_sizes=(100, 200, 300), find_repeats=2,
-                      timeout=120),
+                      timeout=120, transcode_count=3),
 }
 
 QUERY_KINDS = ("PATIENT by PatientID", "STUDY by StudyDate range", "IMAGE by SOPInstanceUID")
@@ -86,6 +88,8 @@ def make_rows(settings: Settings) -> dict[str, Row]:
         Row("move", f"C-MOVE of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
         Row("get", f"C-GET of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
     ]
+    rows += [Row(key, label, decimals=1, target=Target(1.0, peer="orthanc") if not key.endswith(":mb") else None)
+             for key, label in transcode.row_labels(settings.transcode_count)]
     for size in settings.find_sizes:
         for kind in QUERY_KINDS:
             rows.append(Row(f"find:{kind}:{size}", f"C-FIND {kind} at {size:,} instances, ms",
@@ -142,6 +146,7 @@ class Bench:
         self.large = [corpus.write_study(LARGE_MULTIFRAME, s.large_count, small / "large") for _ in reps]
         self.into = [corpus.write_study(SMALL_CT, s.into_count, small / "into") for _ in reps]
         self.retrieve = corpus.write_study(SMALL_CT, s.retrieve_count, small / "retrieve")
+        self.transcode_studies = transcode.write_studies(small / "transcode", s.transcode_count)
         studies, per_study = study_layout(max(s.find_sizes))
         if any(size % per_study for size in s.find_sizes):
             raise ValueError(f"C-FIND sizes must be multiples of {per_study}")
@@ -198,6 +203,7 @@ class Bench:
         for server in self.servers:
             server.add_area(self._area(server, "ECHO"))
             server.add_area(self._area(server, "QR"))
+            server.add_area(self._area(server, transcode.AREA))
             for rep in range(s.repetitions):
                 for prefix in ("S1R", "S4R", "SLR"):
                     server.add_area(self._area(server, f"{prefix}{rep}"))
@@ -237,6 +243,8 @@ class Bench:
             ("C-STORE into a full area", self.measure_store_into, ("into",)),
             ("C-STORE large", self.measure_store_large, ("large",)),
             ("C-MOVE/C-GET", self.measure_retrieve, ("move", "get")),
+            ("C-MOVE with transcoding", self.measure_transcode,
+             tuple(key for key in self.rows if key.startswith("transcode:"))),
             ("C-FIND", self.measure_find, find_rows),
         ]
 
@@ -351,6 +359,13 @@ class Bench:
             seconds = getscu(endpoint, study, Path(directory), self.settings.timeout)
             _check_received(len(os.listdir(directory)), count)
             self.rows["get"].record(server.name, count / seconds)
+
+    def measure_transcode(self, server: Server, rep: int) -> None:
+        if self.receiver_problem:
+            raise ClientError(self.receiver_problem)
+        if rep == 0:
+            transcode.prepare(server, self.transcode_studies, self.settings.timeout)
+        transcode.measure(server, self.receiver, self.transcode_studies, self.rows, self.settings.timeout)
 
     def queries(self, size: int) -> list[Query]:
         """The three C-FIND requests at an area of ``size`` instances: a patient, a range of 5 study

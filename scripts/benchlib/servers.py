@@ -255,6 +255,10 @@ class DcmtkServer(CtnServer):
         return [dcmtk("dcmqrscp"), "-c", str(config), str(self.port)], dcmtk_env()
 
 
+#: Orthanc's GDCM plugin where Debian's ``orthanc-gdcm`` installs it.
+ORTHANC_GDCM = Path("/usr/share/orthanc/plugins/libOrthancGdcm.so")
+
+
 class OrthancServer(Server):
     """Orthanc: one process and database per area, configured by a JSON file in the area's directory."""
 
@@ -278,7 +282,8 @@ class OrthancServer(Server):
             "StorageCompression": False,
             "MaximumStorageSize": 0,
             "MaximumPatientCount": 0,
-            "Plugins": [],
+            # Orthanc decodes JPEG 2000 only with its GDCM plugin: loaded for the transcoding rows' area
+            "Plugins": [str(ORTHANC_GDCM)] if title == "TX" and ORTHANC_GDCM.exists() else [],
             "HttpServerEnabled": False,
             "DicomServerEnabled": True,
             "DicomAet": title,
