@@ -16,9 +16,12 @@ from typing import Iterator
 from qrscp.archive.locking import ProcessSharedLock
 from qrscp.dicom.elements import raw_bytes, raw_text
 
-FREE, WAITING, ACCEPTED = 0, 1, 2  # WAITING: a worker with no accepted association
+#: Slot states: no worker; a worker waiting for a connection; one with an accepted association; one that has
+#: taken a connection not (yet) accepted.
+FREE, WAITING, ACCEPTED, CONNECTED = 0, 1, 2, 3
 
 _SLOT = struct.Struct("<LBB16s10x")  # pid, state, has storage contexts, called AE title (32 bytes)
+_STATE_OFFSET = 4
 
 
 class Scoreboard:
@@ -61,23 +64,44 @@ class Scoreboard:
         """Exclusive access across processes (for check-then-mark sequences)."""
         return self._lock.held()
 
+    def _states(self) -> bytes:
+        """The state byte of every slot, in slot order (one slice of the table)."""
+        return self._map[_STATE_OFFSET::_SLOT.size]
+
     def accepted_count(self, exclude: int) -> int:
         """Associations accepted by other workers (call under :meth:`locked`)."""
-        return sum(1 for index, _pid, state, _storage, _title in self._slots()
-                   if index != exclude and state == ACCEPTED)
+        states = self._states()
+        return states.count(ACCEPTED) - (states[exclude] == ACCEPTED)
 
     def storage_busy(self, called_ae_title: str, exclude: int) -> bool:
         """Another accepted association to ``called_ae_title`` holds storage contexts (call under :meth:`locked`)."""
-        return any(index != exclude and state == ACCEPTED and storage and title == called_ae_title
-                   for index, _pid, state, storage, title in self._slots())
+        states, index = self._states(), -1
+        while (index := states.find(ACCEPTED, index + 1)) != -1:
+            if index != exclude:
+                _pid, _state, storage, title = _SLOT.unpack_from(self._map, index * _SLOT.size)
+                if storage and raw_text(title.rstrip(b"\0")) == called_ae_title:
+                    return True
+        return False
 
     def mark_accepted(self, index: int, called_ae_title: str, has_storage: bool) -> None:
         """Worker: its association was accepted (call under :meth:`locked`)."""
         self._write(index, os.getpid(), ACCEPTED, has_storage, called_ae_title)
 
+    def mark_connected(self, index: int) -> int:
+        """Worker: it has taken a connection; how many workers are still waiting for one."""
+        self._map[index * _SLOT.size + _STATE_OFFSET] = CONNECTED
+        return self._states().count(WAITING)
+
     def mark_idle(self, index: int) -> None:
         """Worker: its association has ended."""
         self._write(index, os.getpid(), WAITING)
+
+    def waiting(self) -> list[int]:
+        """The pids of the workers waiting for a connection."""
+        states, pids, index = self._states(), [], -1
+        while (index := states.find(WAITING, index + 1)) != -1:
+            pids.append(struct.unpack_from("<L", self._map, index * _SLOT.size)[0])
+        return pids
 
     def close(self) -> None:
         """Supervisor, at exit: release the lock file."""

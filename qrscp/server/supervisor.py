@@ -1,16 +1,17 @@
-"""The supervisor: accepts TCP connections and hands each to a forked worker at once.
+"""The supervisor: keeps a pool of forked workers that accept and serve the connections themselves.
 
-The supervisor never reads from a client (docs/differences.md #4), so an idle or slow peer delays nobody. It
-passes each accepted socket (``SCM_RIGHTS``) to a worker process that is waiting for one; a worker serves
-one association at a time, then tells the supervisor it is ready again (and after
-:data:`~qrscp.server.worker.WORKER_LIFETIME` associations it exits and is replaced). Forking a Python process costs several
-milliseconds here, so workers are forked ahead of time (:data:`SPARE_WORKERS`) and reused, which keeps
-fork off the association's path; a worker that dies takes only its own association with it.
+The supervisor never touches a connection (docs/differences.md #4): workers inherit the listening socket
+and each takes the next connection when it is idle (:mod:`qrscp.server.worker`), so no connection passes
+through this process and an idle or slow peer delays nobody. Forking a Python process costs several
+milliseconds here, so workers are forked ahead of time: :data:`~qrscp.server.worker.SPARE_WORKERS` wait
+for connections, and a worker that takes one leaving fewer waiting asks the supervisor for more (at most
+:data:`MAX_IDLE_WORKERS` are kept waiting). Each worker serves one association at a time; one that dies takes only its own association.
+``MaxAssociations`` is applied by the workers against the shared scoreboard.
 
 Workers are reaped as soon as they exit (SIGCHLD wakes the loop). SIGTERM/SIGINT stop accepting and let
 running associations finish within :data:`SHUTDOWN_GRACE` seconds (docs/differences.md #15); SIGHUP re-reads
-the configuration file for associations that arrive afterwards. With ``-s`` connections are served inline,
-one after another, in this process (and under ``python -m pdb``).
+the configuration file for associations that arrive afterwards. With ``-s`` connections are accepted and
+served inline, one after another, in this process (and under ``python -m pdb``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ from qrscp.config import config_file
 from qrscp.config.association_profiles import Profile
 from qrscp.config.config_file import Config
 from qrscp.config.options import Options
-from qrscp.net import pdu
 from qrscp.server import association_handler, worker
 from qrscp.server.context import ServerContext
 from qrscp.server.policy import AssociationPolicy
@@ -45,20 +45,19 @@ APP_LOG = log.get_logger(log.APP)
 
 #: Seconds a stop request waits for running associations before ending them.
 SHUTDOWN_GRACE = 30.0
-#: Idle workers kept waiting for the next connection.
-SPARE_WORKERS = 2
-#: Idle workers beyond this many are let go.
+#: Waiting workers beyond this many are let go.
 MAX_IDLE_WORKERS = 4
+#: Seconds between the supervisor's looks at the scoreboard when nothing wakes it.
+HOUSEKEEPING_INTERVAL = 1.0
 
 
 @dataclass(eq=False)
 class WorkerHandle:
-    """The supervisor's end of one worker: ``channel`` carries connections to it and "ready" back."""
+    """The supervisor's end of one worker: ``channel`` carries its requests for more workers (closing it
+    retires the worker)."""
 
     pid: int
     channel: socket.socket
-    generation: int
-    busy: bool = False
 
 
 def notify_systemd(message: str) -> None:
@@ -83,7 +82,6 @@ class Supervisor:
         self.context = context
         self.listener = listener
         self.workers: dict[int, WorkerHandle] = {}
-        self.generation = 0  # bumped by a configuration reload: older workers retire
         self._stop = False
         self._reload = False
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -118,24 +116,25 @@ class Supervisor:
         self._install_signals()
         forking = not self.context.options.single_process
         if forking:
+            self.listener.setblocking(False)   # idle workers race for each connection
             self._replenish()
         notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
         try:
             while not self._stop:
                 if self._reload:
                     self._reload_config()
-                connection = self._wait()
-                if connection is not None:
-                    sock, address = connection
-                    if forking:
-                        self._hand_over(sock, address)
-                    else:
-                        self._serve_inline(sock, address)
                 if forking:
+                    self._wait_for_workers()
                     self._reap()
                     self._replenish()
+                else:
+                    self._serve_next()
         finally:
             notify_systemd("STOPPING=1")
+            try:   # stops listening in every process (the workers hold the same socket): new connections are refused
+                self.listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.listener.close()
             for handle in list(self.workers.values()):  # busy ones finish their association first
                 self._retire(handle)
@@ -144,43 +143,47 @@ class Supervisor:
                 self.context.scoreboard.close()
         return 0
 
-    def _wait(self) -> tuple[socket.socket, tuple] | None:
-        """Wait for a connection, a signal or a worker's message; the accepted connection, if any."""
-        busy = {handle.channel: handle for handle in self.workers.values() if handle.busy}
+    def _wait_for_workers(self) -> None:
+        """Wait for a signal, a worker's request or the housekeeping interval."""
+        channels = {handle.channel: handle for handle in self.workers.values()}
         try:
-            readable, _, _ = select.select([self.listener, self._wakeup_read, *busy], [], [])
+            readable, _, _ = select.select([self._wakeup_read, *channels], [], [], HOUSEKEEPING_INTERVAL)
         except InterruptedError:
-            return None
+            return
         if self._wakeup_read in readable:
-            try:
-                while os.read(self._wakeup_read, 512):
-                    pass
-            except BlockingIOError:
-                pass
+            self._drain_wakeup()
         for channel in readable:
-            if channel in busy:
-                self._worker_message(busy[channel])
-        if self.listener not in readable or self._stop:
-            return None
+            if channel in channels:
+                try:
+                    request = channel.recv(64)
+                except OSError:
+                    request = b""
+                if not request:   # the worker has gone (the reaper will see it)
+                    self._retire(channels[channel])
+
+    def _drain_wakeup(self) -> None:
         try:
-            return self.listener.accept()
+            while os.read(self._wakeup_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _serve_next(self) -> None:
+        """``-s``: accept the next connection and serve it here, then return."""
+        try:
+            readable, _, _ = select.select([self.listener, self._wakeup_read], [], [])
+        except InterruptedError:
+            return
+        if self._wakeup_read in readable:
+            self._drain_wakeup()
+        if self.listener not in readable or self._stop:
+            return
+        try:
+            sock, address = self.listener.accept()
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
                 LOG.error("cannot accept connection: %s", error)
-            return None
-
-    def _worker_message(self, handle: WorkerHandle) -> None:
-        """A busy worker is ready again (or has gone: the reaper will see it)."""
-        try:
-            message = handle.channel.recv(16)
-        except OSError:
-            message = b""
-        if message.endswith(worker.READY) and handle.generation == self.generation:
-            handle.busy = False
-        else:
-            self._retire(handle)
-
-    def _serve_inline(self, sock: socket.socket, address: tuple) -> None:
+            return
         try:
             association_handler.handle_connection(sock, address, self.context)
         except Exception:  # a bug must not end a server that runs forever
@@ -189,44 +192,21 @@ class Supervisor:
 
     # -- workers -----------------------------------------------------------------------------------
 
-    def _hand_over(self, sock: socket.socket, address: tuple) -> None:
-        """Give the connection to an idle worker (forking one if none is ready); never reads from it."""
-        try:
-            while True:
-                handle = next((h for h in self.workers.values() if not h.busy), None) or self._fork_worker()
-                if handle is None:  # more live workers than the table holds: refuse without reading anything
-                    LOG.info("Refusing Association (TooManyAssociations)")
-                    sock.setblocking(False)
-                    sock.send(pdu.encode_associate_rj(2, 3, 2))
-                    return
-                try:
-                    worker.hand_over(handle.channel, sock, address)
-                    handle.busy = True
-                    return
-                except OSError:  # that worker is gone: retire it and try the next
-                    self._retire(handle)
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
     def _replenish(self) -> None:
-        """Keep :data:`SPARE_WORKERS` (and at most :data:`MAX_IDLE_WORKERS`) workers idle."""
-        idle = [handle for handle in self.workers.values() if not handle.busy]
-        for handle in idle[MAX_IDLE_WORKERS:]:
-            self._retire(handle)
-        for _ in range(SPARE_WORKERS - len(idle)):
+        """Keep :data:`~qrscp.server.worker.SPARE_WORKERS` (and at most :data:`MAX_IDLE_WORKERS`) workers waiting."""
+        scoreboard = self.context.scoreboard
+        assert scoreboard is not None
+        waiting = [pid for pid in scoreboard.waiting() if pid in self.workers]
+        for pid in waiting[MAX_IDLE_WORKERS:]:
+            self._retire(self.workers[pid])
+        for _ in range(worker.SPARE_WORKERS - len(waiting)):
             if self._stop or self._fork_worker() is None:
                 return
 
     def _retire(self, handle: WorkerHandle) -> None:
-        """Close a worker's channel: an idle worker exits at once, a busy one after its association."""
+        """Close a worker's channel: a waiting worker exits at once, a busy one after its association."""
         handle.channel.close()
         self.workers.pop(handle.pid, None)
-
-    def _dismiss_idle(self) -> None:
-        for handle in [h for h in self.workers.values() if not h.busy]:
-            self._retire(handle)
 
     def _fork_worker(self) -> WorkerHandle | None:
         scoreboard = self.context.scoreboard
@@ -235,19 +215,20 @@ class Supervisor:
         if slot is None:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        supervisor = os.getpid()
         gc.freeze()  # keep the objects every worker inherits out of the workers' collections (no copy-on-write)
         pid = os.fork()
         if pid == 0:
             ours.close()
             signal.set_wakeup_fd(-1)
-            for inherited in (self.listener, *(handle.channel for handle in self.workers.values())):
-                inherited.close()
+            for handle in self.workers.values():
+                handle.channel.close()
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
-            worker.run(theirs, slot, self.context)
+            worker.run(self.listener, theirs, slot, self.context, supervisor)
         theirs.close()
         scoreboard.assign(slot, pid)
-        handle = WorkerHandle(pid, ours, self.generation)
+        handle = WorkerHandle(pid, ours)
         self.workers[pid] = handle
         return handle
 
@@ -309,8 +290,8 @@ class Supervisor:
             return
         policy = AssociationPolicy(self.context.options, new_config, self.context.policy.incoming_profile)
         self.context = dataclasses.replace(self.context, config=new_config, policy=policy)
-        self.generation += 1
-        self._dismiss_idle()  # forked with the old configuration; busy ones retire when they are done
+        for handle in list(self.workers.values()):   # forked with the old configuration: waiting ones exit
+            self._retire(handle)                     # now, busy ones after their association
         APP_LOG.info("re-read configuration file %s", path)
 
 
