@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import contains, itemgetter, ne, or_
 
-from pydicom.datadict import dictionary_VR
 
 from qrscp.dicom import charset as cs
+from qrscp.dicom import dictionary
 from qrscp.dicom.elements import raw_bytes
 from qrscp.dicom.identifiers import Identifier, make_identifier
 from qrscp.log import DB, get_logger
@@ -111,7 +111,7 @@ class Key:
     vr: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "vr", dictionary_VR(self.tag))
+        object.__setattr__(self, "vr", dictionary.vr(self.tag))
 
 
 #: The supported keys, in the reference's table order (required and optional keys alike).

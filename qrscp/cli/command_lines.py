@@ -20,7 +20,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
-from pydicom import uid as pydicom_uid
 
 from qrscp import DCMTK_VERSION, __version__, log
 from qrscp.cli.cmdline import CommandLine, CommandLineError, ConsoleApp, ParamMode
@@ -41,23 +40,23 @@ BIG_FIRST = (EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 
 # The transfer syntax behind each compressed +x/-x option: (letter, long-name suffix, UID, help text).
 _COMPRESSED = (
-    ("s", "lossless", pydicom_uid.JPEGLosslessSV1, "default JPEG lossless TS"),
-    ("y", "jpeg8", pydicom_uid.JPEGBaseline8Bit, "default JPEG lossy TS for 8 bit data"),
-    ("x", "jpeg12", pydicom_uid.JPEGExtended12Bit, "default JPEG lossy TS for 12 bit data"),
-    ("v", "j2k-lossless", pydicom_uid.JPEG2000Lossless, "JPEG 2000 lossless TS"),
-    ("w", "j2k-lossy", pydicom_uid.JPEG2000, "JPEG 2000 lossy TS"),
-    ("t", "jls-lossless", pydicom_uid.JPEGLSLossless, "JPEG-LS lossless TS"),
-    ("u", "jls-lossy", pydicom_uid.JPEGLSNearLossless, "JPEG-LS lossy TS"),
-    ("m", "mpeg2", pydicom_uid.MPEG2MPML, "MPEG2 Main Profile @ Main Level TS"),
-    ("h", "mpeg2-high", pydicom_uid.MPEG2MPHL, "MPEG2 Main Profile @ High Level TS"),
-    ("n", "mpeg4", pydicom_uid.MPEG4HP41, "MPEG4 AVC/H.264 HP / Level 4.1 TS"),
-    ("l", "mpeg4-bd", pydicom_uid.MPEG4HP41BD, "MPEG4 AVC/H.264 BD-compatible TS"),
-    ("2", "mpeg4-2-2d", pydicom_uid.MPEG4HP422D, "MPEG4 AVC/H.264 HP / Level 4.2 TS (2D)"),
-    ("3", "mpeg4-2-3d", pydicom_uid.MPEG4HP423D, "MPEG4 AVC/H.264 HP / Level 4.2 TS (3D)"),
-    ("o", "mpeg4-2-st", pydicom_uid.MPEG4HP42STEREO, "MPEG4 AVC/H.264 Stereo / Level 4.2 TS"),
-    ("4", "hevc", pydicom_uid.HEVCMP51, "HEVC/H.265 Main Profile / Level 5.1 TS"),
-    ("5", "hevc10", pydicom_uid.HEVCM10P51, "HEVC/H.265 Main 10 Profile / L5.1 TS"),
-    ("r", "rle", pydicom_uid.RLELossless, "RLE lossless TS"),
+    ("s", "lossless", "1.2.840.10008.1.2.4.70", "default JPEG lossless TS"),
+    ("y", "jpeg8", "1.2.840.10008.1.2.4.50", "default JPEG lossy TS for 8 bit data"),
+    ("x", "jpeg12", "1.2.840.10008.1.2.4.51", "default JPEG lossy TS for 12 bit data"),
+    ("v", "j2k-lossless", "1.2.840.10008.1.2.4.90", "JPEG 2000 lossless TS"),
+    ("w", "j2k-lossy", "1.2.840.10008.1.2.4.91", "JPEG 2000 lossy TS"),
+    ("t", "jls-lossless", "1.2.840.10008.1.2.4.80", "JPEG-LS lossless TS"),
+    ("u", "jls-lossy", "1.2.840.10008.1.2.4.81", "JPEG-LS lossy TS"),
+    ("m", "mpeg2", "1.2.840.10008.1.2.4.100", "MPEG2 Main Profile @ Main Level TS"),
+    ("h", "mpeg2-high", "1.2.840.10008.1.2.4.101", "MPEG2 Main Profile @ High Level TS"),
+    ("n", "mpeg4", "1.2.840.10008.1.2.4.102", "MPEG4 AVC/H.264 HP / Level 4.1 TS"),
+    ("l", "mpeg4-bd", "1.2.840.10008.1.2.4.103", "MPEG4 AVC/H.264 BD-compatible TS"),
+    ("2", "mpeg4-2-2d", "1.2.840.10008.1.2.4.104", "MPEG4 AVC/H.264 HP / Level 4.2 TS (2D)"),
+    ("3", "mpeg4-2-3d", "1.2.840.10008.1.2.4.105", "MPEG4 AVC/H.264 HP / Level 4.2 TS (3D)"),
+    ("o", "mpeg4-2-st", "1.2.840.10008.1.2.4.106", "MPEG4 AVC/H.264 Stereo / Level 4.2 TS"),
+    ("4", "hevc", "1.2.840.10008.1.2.4.107", "HEVC/H.265 Main Profile / Level 5.1 TS"),
+    ("5", "hevc10", "1.2.840.10008.1.2.4.108", "HEVC/H.265 Main 10 Profile / L5.1 TS"),
+    ("r", "rle", "1.2.840.10008.1.2.5", "RLE lossless TS"),
     ("d", "deflated", DEFLATED_EXPLICIT_VR_LE, "deflated expl. VR little endian TS"),
 )
 #: Video transfer syntaxes are proposed alone on sub-associations (association.md §4); the others with LEE/BEE/LEI.

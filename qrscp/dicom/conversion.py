@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO
 
-from pydicom.uid import UID, generate_uid
 
 from qrscp.dicom import transcoding, uids
 from qrscp.dicom.elements import (
@@ -57,6 +56,8 @@ def is_uncompressed(transfer_syntax: str) -> bool:
 
 def syntax_name(transfer_syntax: str) -> str:
     """A transfer syntax as messages name it: ``JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)``."""
+    from pydicom.uid import UID   # pydicom's names; imported only when a message needs one
+
     name = UID(transfer_syntax).name
     return transfer_syntax if name == transfer_syntax else f"{name} ({transfer_syntax})"
 
@@ -327,6 +328,8 @@ class _Transcoder:
         """The changes of a lossy compression (PS3.3 C.7.6.1.1.5): a new SOP Instance UID, derived from the
         old one and the syntax (the same copy each time), Image Type DERIVED, Lossy Image Compression "01",
         its ratio and method appended, a Derivation Description, the source image referenced."""
+        from pydicom.uid import UID, generate_uid   # the lossy path only
+
         elements = self.elements
         new_uid = generate_uid(_UID_PREFIX, [sop_instance_uid, target, "qrscp lossy copy"])
         _set(elements, SOP_INSTANCE_UID, "UI", _text(new_uid, b"\0"))

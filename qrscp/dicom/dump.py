@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import struct
 
-from pydicom.datadict import keyword_for_tag
 
-from qrscp.dicom import uids
+from qrscp.dicom import dictionary, uids
 from qrscp.dicom.elements import UNDEFINED_LENGTH, Element
 from qrscp.dicom.identifiers import decode_identifier
 
@@ -61,7 +60,7 @@ def _name(tag: int) -> str:
         return "GenericGroupLength"
     if tag >> 16 & 1:
         return "PrivateCreator" if 0x0010 <= tag & 0xFFFF <= 0x00FF else "Unknown Tag & Data"
-    return keyword_for_tag(tag) or "Unknown Tag & Data"
+    return dictionary.keyword(tag) or "Unknown Tag & Data"
 
 
 def _print_elements(elements: list[Element], level: int, lines: list[str], implicit: bool) -> None:

@@ -11,9 +11,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydicom.datadict import dictionary_VR, private_dictionary_VR
 
-from qrscp.dicom import uids
+from qrscp.dicom import dictionary, uids
 
 if TYPE_CHECKING:
     from qrscp.dicom.reader import Source
@@ -146,7 +145,7 @@ class DataSet:
 @functools.lru_cache(maxsize=4096)
 def _dictionary_vr(tag: int) -> str:
     try:
-        return dictionary_VR(tag)
+        return dictionary.vr(tag)
     except KeyError:
         return "UN"
 
@@ -163,7 +162,7 @@ def implicit_vr(tag: int, creators: dict[int, str]) -> str:
         creator = creators.get((group << 16) | (element >> 8))
         if creator:
             try:
-                return private_dictionary_VR(tag, creator)
+                return dictionary.private_vr(tag, creator)
             except KeyError:
                 pass
         return "UN"

@@ -12,9 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom.datadict import get_entry
 
-from qrscp.dicom import uids
+from qrscp.dicom import dictionary, uids
 from qrscp.dicom.elements import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
@@ -79,7 +78,7 @@ def _known_tag(group: int, element: int) -> bool:
     if group % 2:
         return False
     try:
-        get_entry((group << 16) | element)
+        dictionary.entry((group << 16) | element)
     except KeyError:
         return False
     return True

@@ -26,9 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
-from pydicom import encaps
-from pydicom.uid import UID
-
 from qrscp.dicom import imagecodecs_plugin
 from qrscp.dicom.elements import Element
 
@@ -260,6 +257,7 @@ class ImagePixel:
 
     def options(self, transfer_syntax: str, **changes: Any) -> dict[str, Any]:
         """pydicom's decoding and encoding options for this description."""
+        from pydicom.uid import UID
         options = {"rows": self.rows, "columns": self.columns, "samples_per_pixel": self.samples_per_pixel,
                    "bits_allocated": self.bits_allocated, "bits_stored": self.bits_stored,
                    "pixel_representation": self.pixel_representation,
@@ -321,6 +319,7 @@ def _check_shape(frame: bytes, pixel: ImagePixel, transfer_syntax: str) -> None:
 
 def _decode_frame(decoder: Any, frame: bytes, pixel: ImagePixel, transfer_syntax: str) -> tuple[bytes, str]:
     """One encoded frame as native little-endian bytes, and the photometric interpretation they have."""
+    from pydicom import encaps
     _check_shape(frame, pixel, transfer_syntax)
     array, properties = decoder.as_array(
         encaps.encapsulate([frame], has_bot=False), decoding_plugin=DECODERS[transfer_syntax].plugin,
@@ -340,6 +339,7 @@ def decode(file: BinaryIO, pixel: ImagePixel, transfer_syntax: str, sink: Callab
     frame, each frame's native little-endian bytes to ``sink``; what they are (colour by pixel, the
     photometric interpretation of the decoded data: RGB for JPEG's YCbCr, as DCMTK's dcmdjpeg). Raises
     CodecError."""
+    from pydicom import encaps
     decoder = _decoder(transfer_syntax)
     if decoder is None:
         raise CodecError(f"no decoder for {transfer_syntax} here")

@@ -10,14 +10,12 @@ from __future__ import annotations
 import csv
 from importlib import resources
 
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
-
 from qrscp import __version__
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
-#: The implementation we announce in associations and write into file meta information.
-IMPLEMENTATION_CLASS_UID = PYDICOM_IMPLEMENTATION_UID
+#: The implementation we announce in associations and write into file meta information (pydicom's).
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"
 IMPLEMENTATION_VERSION_NAME = "QRSCP_" + __version__.replace(".", "")
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"

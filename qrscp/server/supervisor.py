@@ -46,7 +46,7 @@ APP_LOG = log.get_logger(log.APP)
 #: Seconds a stop request waits for running associations before ending them.
 SHUTDOWN_GRACE = 30.0
 #: Waiting workers beyond this many are let go.
-MAX_IDLE_WORKERS = 4
+MAX_IDLE_WORKERS = 2
 #: Seconds between the supervisor's looks at the scoreboard when nothing wakes it.
 HOUSEKEEPING_INTERVAL = 1.0
 

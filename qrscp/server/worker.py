@@ -27,7 +27,7 @@ LOG = log.get_logger(log.DB)
 #: What a worker tells its supervisor when no other worker is left waiting for connections.
 NEED_WORKERS = b"N"
 #: Workers kept waiting for the next connection.
-SPARE_WORKERS = 2
+SPARE_WORKERS = 1
 _PR_SET_PDEATHSIG = 1
 #: Associations a worker serves before it exits and is replaced (bounds any slow growth).
 WORKER_LIFETIME = 1000
