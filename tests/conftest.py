@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,10 +76,12 @@ class Server:
 
     ``config`` is the text of a configuration file written to ``directory/server.cfg``; the server runs
     with ``directory`` as its working directory. Stopped with SIGTERM (then SIGKILL) by ``stop()``.
+    ``interpreter``: the command that runs ``-m qrscp ...`` (another Python, or one behind a launcher
+    that ends in ``exec``).
     """
 
     def __init__(self, directory: Path, config: str, *args: str, dcmtk_server: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, interpreter: Sequence[str] = (sys.executable,)) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.config_path = self.directory / "server.cfg"
@@ -90,7 +92,7 @@ class Server:
             command = [dcmtk("dcmqrscp"), "-c", str(self.config_path), *args, str(self.port)]
             env = dcmtk_env()
         else:
-            command = [sys.executable, "-m", "qrscp", "-c", str(self.config_path), *args, str(self.port)]
+            command = [*interpreter, "-m", "qrscp", "-c", str(self.config_path), *args, str(self.port)]
             env = dict(os.environ)
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,29 +152,6 @@ def test_ready_notification_is_sent_once_the_port_is_bound(tmp_path):
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
-
-
-@needs_root
-def test_root_drops_privileges_to_username_and_groupname(tmp_path):
-    import grp
-    import pwd
-
-    import psutil
-
-    nobody = pwd.getpwnam("nobody")
-    group = grp.getgrgid(nobody.pw_gid).gr_name
-    # pytest's own temporary tree is closed to other users: the area lives where nobody can reach it
-    area = tempfile.mkdtemp(prefix="qrscp-nobody-")
-    os.chmod(area, 0o777)
-    config = simple_config({"QRSCP": f"{area} RW (10, 10mb) ANY"}, extra=f"UserName = nobody\nGroupName = {group}")
-    try:
-        with Server(tmp_path, config) as server:
-            assert echoscu(server.port).returncode == 0
-            processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children()]
-            assert {process.uids().effective for process in processes} == {nobody.pw_uid}
-            assert {process.gids().effective for process in processes} == {nobody.pw_gid}
-    finally:
-        shutil.rmtree(area)
 
 
 @needs_root

@@ -11,7 +11,8 @@ import sys
 # of the server saves about 10 MB in every process and makes each fork of a worker cheaper.
 sys.modules.setdefault("numpy", None)
 
-import errno  # noqa: E402 (after the line above, on purpose)
+import codecs  # noqa: E402 (after the line above, on purpose)
+import errno
 import grp
 import os
 import pwd
@@ -22,6 +23,7 @@ from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config import association_profiles as assocconfig
 from qrscp.config import config_file as config_module
 from qrscp.config.options import Options
+from qrscp.dicom import charset
 from qrscp.server.supervisor import Supervisor, make_context
 
 EXIT_COMMAND_LINE = 1
@@ -52,10 +54,22 @@ def listen(port: int) -> socket.socket:
     return sock
 
 
+def preload() -> None:
+    """Load now what the workers would load on first use: Python imports a codec when it is first looked
+    up, so look up those of the character sets and idna, through which ``socket`` passes every host name.
+    Once the user has changed, a Python installed where that user cannot read (pyenv, a virtual
+    environment under /root or a home directory) can load nothing more (docs/process.md §1). qrscp's
+    modules are all imported by now (tests/test_privileges.py checks that no import is left for later)."""
+    for name in (*charset.CODECS, "idna"):
+        codecs.lookup(name)
+
+
 def drop_privileges(user_name: str, group_name: str) -> None:
-    """setgid/setuid to the configured GroupName/UserName when running as root (docs/process.md §1)."""
-    if os.geteuid() != 0:
+    """setgid/setuid to the configured GroupName/UserName when running as root (docs/process.md §1),
+    after loading everything the workers need."""
+    if os.geteuid() != 0 or not (user_name or group_name):
         return
+    preload()
     if group_name:
         try:
             gid = grp.getgrnam(group_name).gr_gid
