@@ -115,10 +115,12 @@ def test_systemd_unit_verifies(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    # ExecStart names the path `pip install` gives the script on a server: point it at one that exists here
+    # ExecStart names the script in the virtual environment the README installs: point it at one that exists
+    # here (tests/test_readme.py verifies the unit with that environment installed as written)
     unit = tmp_path / "dcmqrscp.service"
-    unit.write_text((ROOT / "scripts" / "dcmqrscp.service").read_text().replace(
-        "/usr/local/bin/dcmqrscp", shutil.which("true")))
+    text = (ROOT / "scripts" / "dcmqrscp.service").read_text()
+    assert "ExecStart=/opt/qrscp/bin/dcmqrscp " in text
+    unit.write_text(text.replace("/opt/qrscp/bin/dcmqrscp", shutil.which("true")))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (0, "")
 
