@@ -31,6 +31,8 @@ from typing import IO, NoReturn
 import pytest
 from conftest import ROOT, needs_dcmtk
 
+import qrscp
+
 pytestmark = needs_dcmtk
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -129,18 +131,28 @@ class Newcomer:
                     "HOME": str(home), "USER": user.pw_name, "LOGNAME": user.pw_name, "SHELL": "/bin/bash",
                     "LANG": "C.UTF-8", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
                     "PIP_FIND_LINKS": str(home / "wheels"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        self.terminals: list[subprocess.Popen] = []
         self.holder: subprocess.Popen | None = None
         self.user_switch: list[str] = []
         if os.geteuid() == 0:
             self.holder = subprocess.Popen(["unshare", "--net", "--mount", "--propagation", "private", "sleep",
-                                            "infinity"])
+                                            "1800"])
             while os.readlink(f"/proc/{self.holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
                 time.sleep(0.01)
-            self.as_root(["ip", "link", "set", "lo", "up"])
+            try:
+                self.as_root(["ip", "link", "set", "lo", "up"])
+            except subprocess.CalledProcessError:
+                self.close()
+                raise
             if user.pw_uid != 0:
                 self.user_switch = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
 
     def close(self) -> None:
+        """End whatever still runs in the newcomer's terminals, and the namespaces."""
+        for terminal in self.terminals:
+            if terminal.poll() is None:
+                os.killpg(terminal.pid, signal.SIGKILL)
+                terminal.wait()
         if self.holder is not None:
             self.holder.kill()
             self.holder.wait()
@@ -157,8 +169,10 @@ class Newcomer:
 
     def start(self, command: str, cwd: Path, **options) -> subprocess.Popen:
         """A terminal running ``command`` (bash), in its own process group as a terminal's foreground job."""
-        return subprocess.Popen([*self._enter(cwd), *self.user_switch, "bash", "-e", "-c", command], cwd=cwd,
-                                env=self.env, start_new_session=True, **options)
+        terminal = subprocess.Popen([*self._enter(cwd), *self.user_switch, "bash", "-e", "-c", command], cwd=cwd,
+                                    env=self.env, start_new_session=True, **options)
+        self.terminals.append(terminal)
+        return terminal
 
     @staticmethod
     def interrupt(terminal: subprocess.Popen) -> None:
@@ -169,13 +183,9 @@ class Newcomer:
             pass
 
     def run(self, command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Type ``command`` and wait for it: its exit code and output."""
         process = self.start(command, cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            output = process.communicate(timeout=timeout)[0].decode(errors="replace")
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        output = process.communicate(timeout=timeout)[0].decode(errors="replace")
         return subprocess.CompletedProcess(command, process.returncode, output)
 
     def wait_for_port(self, port: int, terminal: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -222,7 +232,8 @@ def newcomer(request: pytest.FixtureRequest, wheelhouse: Path) -> Iterator[Newco
 def test_the_readme_as_written(newcomer: Newcomer) -> None:
     """The set-up's first command serves the shipped configuration; the quick start, typed into a second
     terminal, stores the CT, finds it, fetches it into received-get/ and has it moved into received-move/;
-    Ctrl-C stops the server cleanly. Then the debugger recipe, and as root the systemd installation."""
+    Ctrl-C stops the server cleanly; "Which dcmqrscp runs" names ours. Then the debugger recipe, and as root
+    the systemd installation."""
     server_command = code_blocks("Set-up: two commands")[0].splitlines()[0]
     server_log = newcomer.home / "terminal-1.log"
     with open(server_log, "wb") as log:
@@ -241,6 +252,11 @@ def test_the_readme_as_written(newcomer: Newcomer) -> None:
     assert len(list((newcomer.checkout / "storage" / "COMMON").glob("CT_*.dcm"))) == 1
     log = server_log.read_text()
     assert "Get SCP Response" in log and "Move SCP Response" in log and "Traceback" not in log
+
+    which = newcomer.run(f". .venv/bin/activate && {code_blocks('Which `dcmqrscp` runs')[0]}", newcomer.checkout)
+    assert which.stdout.splitlines() == [f"{newcomer.checkout}/.venv/bin/dcmqrscp",
+                                         f"qrscp {qrscp.__version__}: DCMTK's dcmqrscp reimplemented in Python "
+                                         f"(emulates DCMTK {qrscp.DCMTK_VERSION}, options up to 3.7.0)"], which.stdout
 
     _debugger_recipe(newcomer)
     if newcomer.user.pw_uid == 0 and newcomer.holder is not None:
@@ -266,32 +282,27 @@ def _debugger_recipe(newcomer: Newcomer) -> None:
             debugger = newcomer.start(f". {newcomer.checkout}/.venv/bin/activate && {command}", directory,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
         output = Output(debugger.stdout)
+        debugger.stdin.write("".join(line + "\n" for line in typed).encode())
+        debugger.stdin.flush()
+        newcomer.wait_for_port(11112, debugger, log)
+        finding = newcomer.start(find, directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output.wait_for("find_responses()\n-> ")
+        assert f"{'qrscp' if directory == newcomer.checkout else 'site-packages'}/qrscp/services/query.py(" \
+               in output.text
+        debugger.stdin.write(f"{at_the_breakpoint}\n".encode())
+        debugger.stdin.flush()
+        found = finding.wait(60)
+        if at_the_breakpoint == "continue":
+            assert found == 0, finding.stdout.read().decode()
+            newcomer.interrupt(debugger)
+            output.wait_for("Program interrupted")
+            debugger.stdin.write(b"quit\n")
+        debugger.stdin.close()
         try:
-            debugger.stdin.write("".join(line + "\n" for line in typed).encode())
-            debugger.stdin.flush()
-            newcomer.wait_for_port(11112, debugger, log)
-            finding = newcomer.start(find, directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            output.wait_for("find_responses()\n-> ")
-            assert f"{'qrscp' if directory == newcomer.checkout else 'site-packages'}/qrscp/services/query.py(" \
-                   in output.text
-            debugger.stdin.write(f"{at_the_breakpoint}\n".encode())
-            debugger.stdin.flush()
-            found = finding.wait(60)
-            if at_the_breakpoint == "continue":
-                assert found == 0, finding.stdout.read().decode()
-                newcomer.interrupt(debugger)
-                output.wait_for("Program interrupted")
-                debugger.stdin.write(b"quit\n")
-            debugger.stdin.close()
-            try:
-                assert debugger.wait(60) == 0, output.text[-3000:]
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"pdb still runs after quit:\n{output.text[-3000:]}\n{log.read_text()[-3000:]}")
-            assert "internal error" not in log.read_text()
-        finally:
-            if debugger.poll() is None:
-                os.killpg(debugger.pid, signal.SIGKILL)
-                debugger.wait()
+            assert debugger.wait(60) == 0, output.text[-3000:]
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pdb still runs after quit:\n{output.text[-3000:]}\n{log.read_text()[-3000:]}")
+        assert "internal error" not in log.read_text()
 
 
 def _systemd_installation(newcomer: Newcomer) -> None:
