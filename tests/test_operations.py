@@ -153,6 +153,17 @@ def test_ready_notification_is_sent_once_the_port_is_bound(tmp_path):
         assert listener.recv(1024).decode().startswith("STOPPING=1")
 
 
+def test_the_server_keeps_numpy_out_without_claiming_it_is_loaded() -> None:
+    """pydicom would import numpy for pixel data the archive never decodes: the server refuses it, and leaves
+    no entry in sys.modules that tells other code (hypothesis seeds numpy's generator when it sees one) that
+    numpy is there."""
+    code = ("import sys\nimport qrscp.cli.dcmqrscp\nassert 'numpy' not in sys.modules\n"
+            "try:\n    import numpy\nexcept ImportError as error:\n    print(error)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "No module named 'numpy' (the server keeps numpy out)\n"), \
+        result.stderr
+
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
 
