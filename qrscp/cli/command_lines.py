@@ -3,8 +3,8 @@
 The tables are DCMTK 3.6.7's (``dcmqrscp --help``, ``dcmqridx --help``) plus what only the manual has
 (``-vv/--very-verbose``, treated as ``--debug``) and qrscp's ``dcmqridx --check/--repair``; the help
 default of ``--config`` is ``dcmqrscp.cfg`` in the working directory (docs/differences.md #34). Options
-are evaluated in DCMTK's order with DCMTK's checks and messages (docs/command-line.md §1), so a bad command line fails the same way, with the first error
-DCMTK would report.
+are evaluated in DCMTK's order with DCMTK's checks and messages (docs/command-line.md §1), so a bad command
+line fails the same way, with the first error DCMTK would report.
 
 Not done here: loading the ``-xf`` association configuration file. DCMTK does it right after the
 network options (before the output options are checked) and ends with ``F: cannot read association
