@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,12 +76,14 @@ class Server:
     """A real server process (ours or DCMTK's) on 127.0.0.1, for the tests to talk to.
 
     ``config`` is the text of a configuration file written to ``directory/server.cfg``; the server runs
-    with ``directory`` as its working directory, ours under ``python`` (this interpreter by default).
-    Stopped with SIGTERM (then SIGKILL) by ``stop()``.
+    with ``directory`` as its working directory. Stopped with SIGTERM (then SIGKILL) by ``stop()``.
+    ``interpreter``: the command that runs ``-m qrscp ...`` (another Python, or one behind a launcher
+    that ends in ``exec``); ``host``: where it answers (``::1`` for an IPv6-only server).
     """
 
     def __init__(self, directory: Path, config: str, *args: str, dcmtk_server: bool = False,
-                 port: int | None = None, host: str = "127.0.0.1", python: str = sys.executable) -> None:
+                 port: int | None = None, host: str = "127.0.0.1",
+                 interpreter: Sequence[str] = (sys.executable,)) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.config_path = self.directory / "server.cfg"
@@ -92,7 +94,7 @@ class Server:
             command = [dcmtk("dcmqrscp"), "-c", str(self.config_path), *args, str(self.port)]
             env = dcmtk_env()
         else:
-            command = [python, "-m", "qrscp", "-c", str(self.config_path), *args, str(self.port)]
+            command = [*interpreter, "-m", "qrscp", "-c", str(self.config_path), *args, str(self.port)]
             env = dict(os.environ)
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")

@@ -120,7 +120,7 @@ def serve(directory: Path, files: list[Path], *options: str, host_table: str = "
     result = run_qrscp(str(area), *copies, module="qrscp.cli.dcmqridx")
     assert result.returncode == 0, result.stderr.decode()
     config = simple_config({AE_TITLE: f"{area} RW (200, 1024mb) ANY"}, host_table=host_table)
-    return Server(directory, config, *options, python=python)
+    return Server(directory, config, *options, interpreter=(python,))
 
 
 # --- decompression ----------------------------------------------------------------------------------------

@@ -421,11 +421,14 @@ def expand_command_files(argv: Sequence[str]) -> list[str]:
 class ConsoleApp:
     """A DCMTK console application's identity and its ways to end (OFConsoleApplication)."""
 
-    def __init__(self, name: str, description: str, identifier: str) -> None:
+    def __init__(self, name: str, description: str, identifier: str, banner: str = "") -> None:
         self.name = name
         self.description = description
         #: The resource identifier, e.g. ``$dcmtk: dcmqrscp v3.6.7 2022-04-22 $``.
         self.identifier = identifier
+        #: A line printed above the header of the usage and version texts (not of errors): which program
+        #: this really is.
+        self.banner = banner
         #: Set after ``-q`` (or a log level above ERROR): errors then exit silently.
         self.quiet = False
 
@@ -447,7 +450,7 @@ class ConsoleApp:
 
     def usage(self, cmd: CommandLine) -> NoReturn:
         """Print the help text on stdout and exit 0."""
-        text = self.header() + f"usage: {self.name}{cmd.syntax()}\n"
+        text = self.banner + self.header() + f"usage: {self.name}{cmd.syntax()}\n"
         for section in (cmd.param_help(), cmd.option_help()):
             if section:
                 text += "\n" + section

@@ -2,9 +2,9 @@
 
 The tables are DCMTK 3.6.7's (``dcmqrscp --help``, ``dcmqridx --help``) plus what only the manual has
 (``-vv/--very-verbose``, treated as ``--debug``) and qrscp's ``dcmqridx --check/--repair``; the help
-default of ``--config`` is the manual's ``dcmqrscp.cfg``. Options are evaluated in DCMTK's order with
-DCMTK's checks and messages (docs/command-line.md §1), so a bad command line fails the same way, with the first error
-DCMTK would report.
+default of ``--config`` is ``dcmqrscp.cfg`` in the working directory (docs/differences.md #37). Options
+are evaluated in DCMTK's order with DCMTK's checks and messages (docs/command-line.md §1), so a bad command
+line fails the same way, with the first error DCMTK would report.
 
 Not done here: loading the ``-xf`` association configuration file. DCMTK does it right after the
 network options (before the output options are checked) and ends with ``F: cannot read association
@@ -12,10 +12,13 @@ config file: ...`` and exit code 1; the caller of :func:`parse_args` has to do i
 """
 from __future__ import annotations
 
+import locale
 import logging
 import os
+import platform
 import ssl
 import sys
+import sysconfig
 import zlib
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
@@ -34,6 +37,8 @@ from qrscp.log import log4cplus as logconfig
 from qrscp.net import tls
 
 DCMTK_RELEASE_DATE = "2022-04-22"
+#: The newest DCMTK release whose options qrscp takes (docs/command-line.md §2).
+DCMTK_OPTIONS_VERSION = "3.7.0"
 
 LITTLE_FIRST = (EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE)
 BIG_FIRST = (EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE)
@@ -139,10 +144,9 @@ LOG_LEVELS = {"off": "off", "fatal": "fatal", "error": "error", "warn": "warn", 
 #: Levels at which DCMTK's console application turns quiet (no error output, ``-q``).
 _QUIET_LEVELS = ("off", "fatal")
 
-#: ``--version`` lines after the header, as DCMTK 3.6.7's Debian build prints them.
-_HOST_INFO = ("Host type: Debian\n"
-              "Character encoding: system default (unknown)\n"
-              "Build options: shared cxx11 threads lfs extern-dict dcmdictpath private-tags char-conv\n")
+#: DCMTK's build options that hold for qrscp: large files, a built-in data dictionary (pydicom's;
+#: ``DCMDICTPATH`` is not read) with private tags, character set conversion.
+_BUILD_OPTIONS = "lfs builtin-dict private-tags char-conv"
 
 
 T = TypeVar("T")
@@ -375,8 +379,11 @@ def dcmqridx_command_line() -> CommandLine:
 
 
 def _console_app(name: str, description: str) -> ConsoleApp:
-    """The application identity DCMTK 3.6.7 prints in every header."""
-    return ConsoleApp(name, description, f"$dcmtk: {name} v{DCMTK_VERSION} {DCMTK_RELEASE_DATE} $")
+    """The application identity DCMTK 3.6.7 prints in every header, below a line naming qrscp in the usage
+    and version texts (docs/command-line.md §1)."""
+    banner = (f"qrscp {__version__}: DCMTK's {name} reimplemented in Python "
+              f"(emulates DCMTK {DCMTK_VERSION}, options up to {DCMTK_OPTIONS_VERSION})\n")
+    return ConsoleApp(name, description, f"$dcmtk: {name} v{DCMTK_VERSION} {DCMTK_RELEASE_DATE} $", banner)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -392,15 +399,15 @@ def parse_args(argv: list[str]) -> Options:
     cmd = dcmqrscp_command_line()
     app.parse(cmd, argv, _program_name("dcmqrscp"))
     if cmd.find("--version"):
-        _print_version(app, "- GNU C library (iconv), version " + _glibc_version() + "\n")
+        _print_version(app, tls_library=True)
     if cmd.find("--list-ciphers"):
         suites = "".join(f"  {suite.iana_name}\n" for suite in tls.supported_ciphersuites())
-        app.exit_with(f"{app.header()}\n{_HOST_INFO}\nSupported TLS ciphersuites are:\n{suites}", 0)
+        app.exit_with(f"{app.banner}{app.header()}\n{_host_info()}\nSupported TLS ciphersuites are:\n{suites}", 0)
     if cmd.find("--list-profiles"):
         profiles = "".join(f"- {profile.listed_name}{' (default)' if profile is tls.DEFAULT_PROFILE else ''}\n"
                            for profile in tls.available_profiles())
-        app.exit_with(f"{app.header()}\n{_HOST_INFO}Cryptographic algorithms implemented by: {ssl.OPENSSL_VERSION}\n"
-                      f"\nSupported TLS Secure Transport Connection Profiles are:\n{profiles}", 0)
+        app.exit_with(f"{app.banner}{app.header()}\n{_host_info()}Cryptographic algorithms implemented by: "
+                      f"{ssl.OPENSSL_VERSION}\n\nSupported TLS Secure Transport Connection Profiles are:\n{profiles}", 0)
     options = Options()
     try:
         if cmd.param_count > 0:
@@ -421,7 +428,7 @@ def parse_dcmqridx_args(argv: list[str]) -> DcmqridxOptions:
     cmd = dcmqridx_command_line()
     app.parse(cmd, argv, _program_name("dcmqridx"))
     if cmd.find("--version"):
-        _print_version(app, "")
+        _print_version(app, tls_library=False)
     options = DcmqridxOptions(cmd.param_value(1))
     try:
         options.log_level, options.log_config = _evaluate_log_options(cmd, app)
@@ -443,19 +450,21 @@ def _program_name(default: str) -> str:
     return called
 
 
-def _glibc_version() -> str:
-    """The C library's version, as DCMTK names the iconv it uses (``2.36``)."""
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION").split()[-1]
-    except (ValueError, OSError, AttributeError, IndexError):
-        return "unknown"
+def _host_info() -> str:
+    """DCMTK's host lines, with what holds here: the platform, the locale's encoding, the build options."""
+    return (f"Host type: {sysconfig.get_platform()}\nCharacter encoding: {locale.getencoding()}\n"
+            f"Build options: {_BUILD_OPTIONS}\n")
 
 
-def _print_version(app: ConsoleApp, extra_libraries: str) -> NoReturn:
-    """``--version``: DCMTK's text (libraries as linked here), then a line naming qrscp."""
-    text = (f"{app.header()}\n{_HOST_INFO}\nExternal libraries used:\n"
-            f"- ZLIB, Version {zlib.ZLIB_RUNTIME_VERSION}\n- LIBWRAP\n{extra_libraries}"
-            f"qrscp v{__version__}: {app.name} reimplemented in Python\n")
+def _print_version(app: ConsoleApp, tls_library: bool) -> NoReturn:
+    """``--version``: qrscp's line, then DCMTK's text with what holds here: the host lines and the libraries
+    in use, OpenSSL after ZLIB as DCMTK 3.6.7's TLS-enabled tools list it (docs/command-line.md §1)."""
+    from importlib.metadata import version   # pydicom's version without importing pydicom
+
+    openssl = f"- {ssl.OPENSSL_VERSION}\n" if tls_library else ""
+    text = (f"{app.banner}{app.header()}\n{_host_info()}\n"
+            f"External libraries used:\n- ZLIB, Version {zlib.ZLIB_RUNTIME_VERSION}\n{openssl}"
+            f"- Python, Version {platform.python_version()}\n- pydicom, Version {version('pydicom')}\n")
     app.exit_with(text, 0)
 
 

@@ -5,25 +5,20 @@ Exit codes are the reference's (docs/process.md §4): 0 after a shutdown request
 """
 from __future__ import annotations
 
-import sys
-
-# pydicom imports numpy when it is installed, for pixel data the archive decodes only to transcode on a
-# retrieval. Keeping numpy out of the server until then saves about 10 MB in every process and makes each
-# fork of a worker cheaper; qrscp.dicom.transcoding lets it in when a conversion first needs it (or
-# transcoding.preload() does, ahead of time).
-sys.modules.setdefault("numpy", None)
-
-import errno  # noqa: E402 (after the line above, on purpose)
+import codecs
+import errno
 import grp
 import os
 import pwd
 import socket
+import sys
 
 from qrscp import DCMTK_VERSION, log
 from qrscp.cli.command_lines import DCMTK_RELEASE_DATE, parse_args
 from qrscp.config import association_profiles as assocconfig
 from qrscp.config import config_file as config_module
 from qrscp.config.options import Options
+from qrscp.dicom import charset, transcoding
 from qrscp.server import tls_contexts
 from qrscp.server.supervisor import Supervisor, make_context
 
@@ -61,10 +56,24 @@ def listen(port: int, ip_family: str = "ipv4") -> socket.socket:
     return sock
 
 
+def preload() -> None:
+    """Load now what the workers would load on first use: Python imports a codec when it is first looked
+    up, so look up those of the character sets and idna, through which ``socket`` passes every host name,
+    and the pixel codecs of the ``codecs`` extra with numpy (when installed). Once the user has changed, a
+    Python installed where that user cannot read (pyenv, a virtual environment under /root or a home
+    directory) can load nothing more (docs/process.md §1). qrscp's modules are all imported by now
+    (tests/test_privileges.py checks that no import is left for later)."""
+    for name in (*charset.CODECS, "idna"):
+        codecs.lookup(name)
+    transcoding.preload()
+
+
 def drop_privileges(user_name: str, group_name: str) -> None:
-    """setgid/setuid to the configured GroupName/UserName when running as root (docs/process.md §1)."""
-    if os.geteuid() != 0:
+    """setgid/setuid to the configured GroupName/UserName when running as root (docs/process.md §1),
+    after loading everything the workers need."""
+    if os.geteuid() != 0 or not (user_name or group_name):
         return
+    preload()
     if group_name:
         try:
             gid = grp.getgrnam(group_name).gr_gid
@@ -125,6 +134,7 @@ def start(options: Options) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dcmqrscp`` console script and of ``python -m qrscp``."""
+    transcoding.keep_numpy_out()
     options = parse_args(sys.argv[1:] if argv is None else argv)
     if not log.configured():
         log.configure(options.log_level, options.log_config)

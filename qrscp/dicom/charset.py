@@ -144,6 +144,9 @@ _ISO_2022: dict[str, tuple[tuple[bytes, ...], _Encoding]] = {
     "ISO 2022 IR 149": ((b"\x1b$)C",), _Encoding("euc_kr", "EUC-KR")),
     "ISO 2022 IR 58": ((b"\x1b$)A",), _Encoding("gb2312", "GB2312")),
 }
+#: The Python codecs the conversions use. Python imports a codec on its first use: a server that drops its
+#: privileges looks them up before (docs/process.md §1).
+CODECS = frozenset(encoding.codec for encoding in (*_STAND_ALONE.values(), *(e for _, e in _ISO_2022.values())))
 #: Escape sequence -> the ISO 2022 term it designates.
 _ESCAPES = {sequence: term for term, (sequences, _) in _ISO_2022.items() for sequence in sequences}
 #: Multi-byte sets that cannot be the first value (the one in effect at the start of a value).

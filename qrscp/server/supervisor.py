@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from bdb import BdbQuit
 from dataclasses import dataclass
 
 import psutil
@@ -186,6 +187,8 @@ class Supervisor:
             return
         try:
             association_handler.handle_connection(sock, address, self.context)
+        except BdbQuit:  # the debugger's quit (-s under pdb) ends the server, not just this association
+            raise
         except Exception:  # a bug must not end a server that runs forever
             LOG.exception("association ended by an internal error")
             sock.close()
