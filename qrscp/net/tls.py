@@ -242,8 +242,10 @@ def connect(sock: socket.socket, context: ssl.SSLContext, server_name: str | Non
 class _PeerCertificates:
     """Keeps the first certificate a peer sent during the handshake in progress, so that a failed
     verification can still name its subject (``ssl`` shows a certificate only once it is verified). It
-    listens through ``SSLContext._msg_callback``, CPython's message hook; where that is missing, failures
-    are logged without the subject. A worker runs one handshake at a time, so one slot is enough."""
+    listens through ``SSLContext._msg_callback``, CPython's message hook, which is called for every record
+    of the connection: installed only where the failures are logged (``-v``, ``-d``). Where the hook is
+    missing, failures are logged without the subject. A worker runs one handshake at a time, so one slot is
+    enough."""
 
     def __init__(self) -> None:
         self.der: bytes | None = None

@@ -9,6 +9,7 @@ warns about is logged here (docs/command-line.md §2).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -73,7 +74,8 @@ def build(settings: TLSSettings) -> TLSContexts:
                                    "ignore": ssl.CERT_NONE}[settings.peer_certificate]
             if settings.expect_sni:
                 context.sni_callback = _sni_check(settings.expect_sni)
-            tls.PEER_CERTIFICATES.install(context)
+            if log.get_logger(log.DB).isEnabledFor(logging.INFO):   # the failure lines are logged at INFO;
+                tls.PEER_CERTIFICATES.install(context)                # the hook costs on every TLS record
         else:
             context.verify_mode = ssl.CERT_NONE if settings.peer_certificate == "ignore" else ssl.CERT_REQUIRED
         contexts.append(context)
