@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
@@ -514,3 +516,28 @@ def test_read_only_area_still_answers_echo_and_find(tmp_path: Path) -> None:
                 for peer in peers:
                     peer.close()
         assert_healthy(server, area, expected)
+
+
+# --- the system runs out of descriptors ---------------------------------------------------------------------------
+
+def test_out_of_descriptors_the_supervisor_waits_and_serves_on(tmp_path: Path) -> None:
+    """Under a descriptor limit of 48, silent connections take every worker the supervisor can start: forks
+    that fail are logged and retried, the supervisor stays up, and once the silent peers' ``-ta`` (2 s) has
+    ended their connections the server serves again."""
+    area = tmp_path / "area"
+    area.mkdir()
+    config = simple_config({"QRSCP": f"{area} RW (200, 1024mb) ANY"}, max_associations=40)
+    with Server(tmp_path, config, "-ta", "2", interpreter=("prlimit", "--nofile=48:48", sys.executable)) as server:
+        silent = []
+        try:
+            for _ in range(40):
+                silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            server.wait_for_log("cannot start a worker", timeout=20)
+        finally:
+            for connection in silent:
+                connection.close()
+        assert server.process.poll() is None
+        deadline = time.monotonic() + 30
+        while not echo_ok(server.port):
+            assert time.monotonic() < deadline and server.process.poll() is None, server.log[-2000:]
+            time.sleep(0.5)

@@ -13,6 +13,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelMove, Verification
 from test_retrieve import StorageSCP
 
+from qrscp.net.acse import peer_name
+
 
 def _has_ipv6() -> bool:
     try:
@@ -39,11 +41,12 @@ def echo(host: str, port: int, calling: str = "PYSCU") -> bool:
 
 
 def test_ipv6_only(tmp_path: Path) -> None:
-    """``-i6``: served on ::1, not on 127.0.0.1; the peer without a host name is logged as ``::1``."""
+    """``-i6``: served on ::1, not on 127.0.0.1; the peer is logged by its name, or as ``::1`` without one."""
     config = simple_config({"QRSCP": f"{tmp_path / 'area'} RW (200, 1024mb) ANY"})
     with Server(tmp_path, config, "-v", "-i6", host="::1") as server:
         assert echo("::1", server.port)
-        assert "I: Association Received (::1:PYSCU -> QRSCP)" in server.wait_for_log("Association Received")
+        assert f"I: Association Received ({peer_name('::1', True)}:PYSCU -> QRSCP)" in \
+            server.wait_for_log("Association Received")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=5)
 
@@ -56,7 +59,7 @@ def test_dual_stack(tmp_path: Path) -> None:
         assert echo("::1", server.port, "SIX")
         assert echo("127.0.0.1", server.port, "FOUR")
         log = server.wait_for_log("FOUR -> QRSCP")
-        assert "I: Association Received (::1:SIX -> QRSCP)" in log
+        assert f"I: Association Received ({peer_name('::1', True)}:SIX -> QRSCP)" in log
         assert "I: Association Received (localhost:FOUR -> QRSCP)" in log
 
 

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +77,14 @@ def test_sigterm_lets_a_running_association_finish_then_exits_0(tmp_path):
     server = Server(tmp_path, simple_config())
     assoc = _open_association(server.port)
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while True:   # the port closes once the supervisor has taken the signal
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "still accepting after SIGTERM"
+        time.sleep(0.05)
     assert server.process.poll() is None, "the supervisor must wait for the running association"
     assert echoscu(server.port).returncode != 0, "no new association after SIGTERM"
     assert assoc.send_c_echo().Status == 0
@@ -103,10 +111,10 @@ def test_sighup_rereads_the_configuration_for_new_associations(tmp_path):
 
 
 def test_sighup_does_not_disturb_a_running_association(tmp_path):
-    with Server(tmp_path, simple_config()) as server:
+    with Server(tmp_path, simple_config(), "-v") as server:
         assoc = _open_association(server.port)
         server.process.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        server.wait_for_log("re-read configuration file")
         assert assoc.send_c_echo().Status == 0
         assoc.release()
         assert echoscu(server.port).returncode == 0

@@ -38,6 +38,7 @@ from pynetdicom.sop_class import (
 from session_fuzzer import Mutator, Recorder, Replay, Session, replay, responses, split_pdus, with_command_value
 
 from qrscp.net import dimse, pdu
+from qrscp.server.supervisor import MAX_IDLE_WORKERS
 
 pytestmark = [needs_dcmtk, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -215,7 +216,11 @@ def _connections_left(server: Server) -> int:
 
 
 def _footprint(server: Server) -> tuple[int, int]:
-    """(resident memory of all the server's processes, descriptors the supervisor holds)."""
+    """(resident memory of all the server's processes, descriptors the supervisor holds), once the pool has
+    settled to its waiting workers (the supervisor lets extra ones go within a second or two)."""
+    deadline = time.monotonic() + 10
+    while len(server_processes(server)) > 1 + MAX_IDLE_WORKERS and time.monotonic() < deadline:
+        time.sleep(0.2)
     processes = server_processes(server)
     memory = 0
     for process in processes:

@@ -161,4 +161,16 @@ def peer_name(address: str, lookup: bool) -> str:
         name = socket.gethostbyaddr(address)[0]
     except OSError:
         return address
+    if name == address or _is_address(name):   # a resolver that answers with the address: keep it whole
+        return address
     return name.split(".", 1)[0] or address
+
+
+def _is_address(text: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False

@@ -8,9 +8,14 @@ logs at debug level. Contexts are built from the command line's settings by :mod
 """
 from __future__ import annotations
 
+import functools
+import select
 import socket
 import ssl
+import time
 from dataclasses import dataclass
+
+from qrscp.net.x509 import Certificate
 
 #: DCMTK's condition module number of dcmtls (``000b:...``) and the offset of OpenSSL's reason codes.
 _MODULE = 0x000B
@@ -155,6 +160,7 @@ PROFILE_BY_OPTION = {profile.option: profile for profile in PROFILES}
 DEFAULT_PROFILE = PROFILES[0]
 
 
+@functools.cache
 def supported_openssl_names() -> frozenset[str]:
     """The TLS 1.2 ciphersuites the linked OpenSSL offers at all (DCMTK asks for ``ALL:eNULL``)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -208,21 +214,33 @@ def condition(error: BaseException) -> str:
 
 
 def accept(sock: socket.socket, context: ssl.SSLContext, timeout: float | None) -> ssl.SSLSocket:
-    """The server side of the handshake on an accepted connection, within ``timeout`` seconds.
+    """The server side of the handshake on an accepted connection, all of it within ``timeout`` seconds
+    (a peer that trickles its bytes gains nothing).
 
     Raises :class:`TLSFailure` with DCMTK's condition text (and the peer certificate's subject when the
     failure concerns a certificate the peer sent)."""
-    sock.settimeout(timeout)
     tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    tls_sock.setblocking(False)
     PEER_CERTIFICATES.der = None
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        tls_sock.do_handshake()
+        while True:
+            try:
+                tls_sock.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                wanted = ([tls_sock], [])
+            except ssl.SSLWantWriteError:
+                wanted = ([], [tls_sock])
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and (left <= 0 or not any(select.select(*wanted, [], left))):
+                raise TimeoutError("the TLS handshake timed out")
     except (OSError, ValueError) as error:
         subject = PEER_CERTIFICATES.subject()
         tls_sock.close()
         vanished = isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError))
         raise TLSFailure(condition(error) + (f" (peer certificate: {subject})" if subject else ""), vanished) from error
-    tls_sock.settimeout(None)
+    tls_sock.setblocking(True)
     return tls_sock
 
 
@@ -275,8 +293,6 @@ PEER_CERTIFICATES = _PeerCertificates()
 
 def subject_line(der: bytes) -> str | None:
     """The subject of a DER certificate in OpenSSL's one-line form (``/CN=client``), or None."""
-    from qrscp.net.x509 import Certificate   # parsed only when a certificate is shown
-
     try:
         return Certificate.parse(der).subject
     except ValueError:
@@ -285,8 +301,6 @@ def subject_line(der: bytes) -> str | None:
 
 def connection_details(tls_sock: ssl.SSLSocket) -> list[str]:
     """DCMTK's ``TLS CONNECTION DETAILS`` block (logged at debug level after a handshake)."""
-    from qrscp.net.x509 import Certificate
-
     cipher_name, _protocol, bits = tls_sock.cipher() or ("", "", 0)
     lines = ["================== BEGIN TLS CONNECTION DETAILS =================",
              "Transport connection: TLS over TCP/IP",

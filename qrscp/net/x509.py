@@ -110,6 +110,15 @@ class Certificate:
 
     @classmethod
     def parse(cls, der: bytes) -> Certificate:
+        """The certificate in ``der``; :class:`ValueError` for anything that is not one (the bytes may be a
+        peer's, unverified)."""
+        try:
+            return cls._parse(der)
+        except (IndexError, ValueError, UnicodeDecodeError, OverflowError) as error:
+            raise ValueError(f"not a certificate: {error}") from None
+
+    @classmethod
+    def _parse(cls, der: bytes) -> Certificate:
         tag, certificate, _ = _read(der, 0)
         if tag != _SEQUENCE:
             raise ValueError("not a certificate")

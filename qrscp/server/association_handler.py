@@ -1,7 +1,7 @@
 """One connection, from its first byte to the end of its association: screening, negotiation, dispatch.
 
-A worker runs :func:`handle_connection` for each connection it is handed (the supervisor itself does
-with ``-s``). Services are looked up by command field in :data:`SERVICES`; each gets the association's
+A worker runs :func:`serve` for each connection it accepts (the supervisor itself does with ``-s``).
+Services are looked up by command field in :data:`SERVICES`; each gets the association's
 :class:`~qrscp.services.session.Session` and the request.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from bdb import BdbQuit
 
 from qrscp import log
 from qrscp.archive.storage_area import DatabaseError
@@ -38,6 +39,18 @@ SERVICES: dict[int, Service] = {
 }
 
 
+def serve(sock: socket.socket, address: tuple[str, int], context: ServerContext, slot: int | None = None) -> None:
+    """:func:`handle_connection`, where a bug (an exception that bad input must never cause) is logged and
+    ends only this association; the debugger's quit (``-s`` under pdb) still ends the server."""
+    try:
+        handle_connection(sock, address, context, slot)
+    except BdbQuit:
+        raise
+    except Exception:
+        LOG.exception("association ended by an internal error")
+        sock.close()   # (a TLS socket that took it over closes when it is collected)
+
+
 def handle_connection(sock: socket.socket, address: tuple[str, int], context: ServerContext,
                       slot: int | None = None) -> None:
     """Serve the association that arrives on ``sock``, until it ends (``slot``: this worker's place in
@@ -61,7 +74,7 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], context: Se
         if TLS_LOG.isEnabledFor(logging.DEBUG):
             for line in tls.connection_details(sock):
                 TLS_LOG.debug("%s", line)
-        subject = tls.peer_subject(sock)
+        subject = tls.peer_subject(sock) if LOG.isEnabledFor(logging.INFO) else None   # for the summary line
         secured = f" over {sock.version()}" + (f" (peer certificate {subject})" if subject else "")
     else:
         secured = ""
@@ -71,7 +84,7 @@ def handle_connection(sock: socket.socket, address: tuple[str, int], context: Se
     except (pdu.PDUError, transport.TransportClosed, TimeoutError, OSError) as error:
         # a port probe (connect, then close) is not worth a line at INFO
         level = logging.DEBUG if isinstance(error, transport.TransportClosed) else logging.INFO
-        LOG.log(level, "Failed to receive association: %s", error or type(error).__name__)
+        LOG.log(level, "Failed to receive association: %s", str(error) or type(error).__name__)
         conn.close()
         return
     peer_host = acse.peer_name(peer_ip, lookup=not options.disable_host_lookup)
@@ -181,7 +194,7 @@ def _dispatch(session: Session) -> None:
             association.abort()
             return
         except (ProtocolError, pdu.PDUError, OSError) as error:
-            LOG.error("DIMSE Failure (aborting association): %s", error or type(error).__name__)
+            LOG.error("DIMSE Failure (aborting association): %s", str(error) or type(error).__name__)
             association.abort()
             return
         except DatabaseError:  # the index became unusable during the association (logged where found)

@@ -54,6 +54,10 @@ class Scoreboard:
         """Supervisor: record the pid of the worker forked for slot ``index`` (its state is the worker's)."""
         struct.pack_into("<L", self._map, index * _SLOT.size, pid)
 
+    def release_slot(self, index: int) -> None:
+        """Supervisor: free a claimed slot whose worker could not be forked."""
+        self._write(index, 0, FREE)
+
     def release_pid(self, pid: int) -> None:
         """Supervisor: free the slot of a worker that has exited."""
         for index, slot_pid, _state, _storage, _title in self._slots():

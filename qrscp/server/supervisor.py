@@ -24,7 +24,6 @@ import signal
 import socket
 import sys
 import time
-from bdb import BdbQuit
 from dataclasses import dataclass
 
 import psutil
@@ -46,8 +45,13 @@ APP_LOG = log.get_logger(log.APP)
 
 #: Seconds a stop request waits for running associations before ending them.
 SHUTDOWN_GRACE = 30.0
+#: Seconds between the SIGTERM and the SIGKILL of the workers still running after the grace.
+KILL_DELAY = 5.0
 #: Waiting workers beyond this many are let go.
 MAX_IDLE_WORKERS = 2
+#: Workers beyond MaxAssociations, for the connections that are refused (2/3/2) or have not yet sent their
+#: A-ASSOCIATE-RQ; connections beyond wait in the listen backlog until a worker is free.
+EXTRA_WORKERS = 64
 #: Seconds between the supervisor's looks at the scoreboard when nothing wakes it.
 HOUSEKEEPING_INTERVAL = 1.0
 
@@ -146,21 +150,25 @@ class Supervisor:
 
     def _wait_for_workers(self) -> None:
         """Wait for a signal, a worker's request or the housekeeping interval."""
-        channels = {handle.channel: handle for handle in self.workers.values()}
+        channels = {handle.channel.fileno(): handle for handle in self.workers.values()}
+        waiting = select.poll()   # (no descriptor limit, unlike select)
+        for fd in (self._wakeup_read, *channels):
+            waiting.register(fd, select.POLLIN)
         try:
-            readable, _, _ = select.select([self._wakeup_read, *channels], [], [], HOUSEKEEPING_INTERVAL)
+            ready = [fd for fd, _event in waiting.poll(HOUSEKEEPING_INTERVAL * 1000)]
         except InterruptedError:
             return
-        if self._wakeup_read in readable:
+        if self._wakeup_read in ready:
             self._drain_wakeup()
-        for channel in readable:
-            if channel in channels:
+        for fd in ready:
+            handle = channels.get(fd)
+            if handle is not None:
                 try:
-                    request = channel.recv(64)
+                    request = handle.channel.recv(64)
                 except OSError:
                     request = b""
                 if not request:   # the worker has gone (the reaper will see it)
-                    self._retire(channels[channel])
+                    self._retire(handle)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -185,13 +193,7 @@ class Supervisor:
             if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
                 LOG.error("cannot accept connection: %s", error)
             return
-        try:
-            association_handler.handle_connection(sock, address, self.context)
-        except BdbQuit:  # the debugger's quit (-s under pdb) ends the server, not just this association
-            raise
-        except Exception:  # a bug must not end a server that runs forever
-            LOG.exception("association ended by an internal error")
-            sock.close()
+        association_handler.serve(sock, address, self.context)
 
     # -- workers -----------------------------------------------------------------------------------
 
@@ -212,15 +214,32 @@ class Supervisor:
         self.workers.pop(handle.pid, None)
 
     def _fork_worker(self) -> WorkerHandle | None:
+        """A new worker, or None when there are enough (:data:`EXTRA_WORKERS`) or the system has no more
+        processes or descriptors to give (logged; the next housekeeping tick tries again)."""
         scoreboard = self.context.scoreboard
         assert scoreboard is not None
+        if len(self.workers) >= self.context.config.max_associations + EXTRA_WORKERS:
+            return None
         slot = scoreboard.claim()
         if slot is None:
             return None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         supervisor = os.getpid()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as error:
+            scoreboard.release_slot(slot)
+            LOG.error("cannot start a worker: %s", error)
+            return None
         gc.freeze()  # keep the objects every worker inherits out of the workers' collections (no copy-on-write)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            gc.unfreeze()
+            ours.close()
+            theirs.close()
+            scoreboard.release_slot(slot)
+            LOG.error("cannot start a worker: %s", error)
+            return None
         if pid == 0:
             ours.close()
             signal.set_wakeup_fd(-1)
@@ -229,6 +248,7 @@ class Supervisor:
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
             worker.run(self.listener, theirs, slot, self.context, supervisor)
+        gc.unfreeze()   # the supervisor's own garbage stays collectable
         theirs.close()
         scoreboard.assign(slot, pid)
         handle = WorkerHandle(pid, ours)
@@ -265,20 +285,22 @@ class Supervisor:
         return [child.pid for child in psutil.Process().children()]
 
     def _wait_for_children(self) -> None:
-        """At stop: let busy workers finish their associations (bounded), then end them."""
+        """At stop: let busy workers finish their associations (bounded), then end them: SIGTERM, and
+        SIGKILL for those still there :data:`KILL_DELAY` seconds later."""
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while self._live_children() and time.monotonic() < deadline:
             time.sleep(0.05)
         for signum in (signal.SIGTERM, signal.SIGKILL):
             if not self._live_children():
                 return
-            LOG.warning("ending association(s) still running after %.0f s", SHUTDOWN_GRACE)
+            if signum == signal.SIGTERM:
+                LOG.warning("ending association(s) still running after %.0f s", SHUTDOWN_GRACE)
             for pid in self._children_pids():
                 try:
                     os.kill(pid, signum)
                 except ProcessLookupError:
                     pass
-            end = time.monotonic() + 5
+            end = time.monotonic() + KILL_DELAY
             while self._live_children() and time.monotonic() < end:
                 time.sleep(0.05)
 

@@ -9,6 +9,7 @@ warns about is logged here (docs/command-line.md §2).
 """
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -56,93 +57,135 @@ def build(settings: TLSSettings) -> TLSContexts:
     profile = tls.PROFILE_BY_OPTION[settings.profile]
     ciphers = _cipher_list(profile, settings.ciphersuites)
     contexts = []
-    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
-        context = ssl.SSLContext(purpose)
-        context.check_hostname = False
-        context.set_ciphers(ciphers)            # first: it sets the security level keys are loaded under
-        context.minimum_version, context.maximum_version = profile.minimum, profile.maximum
-        _load_trust(context, settings, warn=purpose == ssl.PROTOCOL_TLS_SERVER)
-        _load_credentials(context, settings, profile)
-        context.set_alpn_protocols([tls.ALPN_PROTOCOL])
-        if settings.dh_params and purpose == ssl.PROTOCOL_TLS_SERVER:
-            try:
-                context.load_dh_params(settings.dh_params)
-            except (OSError, ssl.SSLError):
-                LOG.warning("unable to load temporary DH parameter file '%s', ignoring", settings.dh_params)
-        if purpose == ssl.PROTOCOL_TLS_SERVER:
-            context.verify_mode = {"require": ssl.CERT_REQUIRED, "verify": ssl.CERT_OPTIONAL,
-                                   "ignore": ssl.CERT_NONE}[settings.peer_certificate]
-            if settings.expect_sni:
-                context.sni_callback = _sni_check(settings.expect_sni)
-            if log.get_logger(log.DB).isEnabledFor(logging.INFO):   # the failure lines are logged at INFO;
-                tls.PEER_CERTIFICATES.install(context)                # the hook costs on every TLS record
-        else:
-            context.verify_mode = ssl.CERT_NONE if settings.peer_certificate == "ignore" else ssl.CERT_REQUIRED
-        contexts.append(context)
+    with tempfile.TemporaryDirectory(prefix="qrscp-tls-") as scratch:   # DER files as PEM for OpenSSL's loaders
+        trust, crl_mode = _trust_files(settings, scratch)
+        cert_file, key_file = _credential_files(settings, profile, scratch)
+        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+            context = ssl.SSLContext(purpose)
+            context.check_hostname = False
+            context.set_ciphers(ciphers)            # first: it sets the security level keys are loaded under
+            context.minimum_version, context.maximum_version = profile.minimum, profile.maximum
+            for kind, path in trust:
+                context.load_verify_locations(**{kind: path})
+            context.verify_flags |= _CRL_FLAGS[crl_mode]
+            _load_credentials(context, settings, cert_file, key_file)
+            context.set_alpn_protocols([tls.ALPN_PROTOCOL])
+            if purpose == ssl.PROTOCOL_TLS_SERVER:
+                _serve_settings(context, settings)
+            else:
+                context.verify_mode = ssl.CERT_NONE if settings.peer_certificate == "ignore" else ssl.CERT_REQUIRED
+            contexts.append(context)
     _seed(settings)
     return TLSContexts(contexts[0], contexts[1], settings.request_sni)
 
 
-def _load_trust(context: ssl.SSLContext, settings: TLSSettings, warn: bool) -> None:
-    """``+cf`` files, ``+cd`` directories, ``+crl`` lists (a loaded CRL turns leaf checking on)."""
-    for path in settings.ca_files:
-        if not _load_verify(context, cafile=path, der=settings.der) and warn:
-            LOG.warning("unable to load certificate file '%s', ignoring", path)
+#: ``+crv``/``+cra`` (or a loaded ``+crl``) -> OpenSSL's verification flags.
+_CRL_FLAGS = {"none": ssl.VerifyFlags(0), "leaf": ssl.VERIFY_CRL_CHECK_LEAF, "chain": ssl.VERIFY_CRL_CHECK_CHAIN}
+
+
+def _serve_settings(context: ssl.SSLContext, settings: TLSSettings) -> None:
+    """What only the server context has: ``-rc``/``-vc``/``-ic``, ``+dp``, ``--expect-sni``, the hook that
+    names a refused peer's certificate."""
+    context.verify_mode = {"require": ssl.CERT_REQUIRED, "verify": ssl.CERT_OPTIONAL,
+                           "ignore": ssl.CERT_NONE}[settings.peer_certificate]
+    if settings.dh_params:
+        try:
+            context.load_dh_params(settings.dh_params)
+        except (OSError, ssl.SSLError):
+            LOG.warning("unable to load temporary DH parameter file '%s', ignoring", settings.dh_params)
+    if settings.expect_sni:
+        context.sni_callback = _sni_check(settings.expect_sni)
+    if log.get_logger(log.DB).isEnabledFor(logging.INFO):   # the failure lines are logged at INFO;
+        tls.PEER_CERTIFICATES.install(context)                # the hook costs on every TLS record
+
+
+def _trust_files(settings: TLSSettings, scratch: str) -> tuple[list[tuple[str, str]], str]:
+    """``+cf`` files, ``+cd`` directories and ``+crl`` lists that OpenSSL can load, as (``cafile``/``capath``,
+    path) (DER ones converted to PEM in ``scratch``), each that it cannot named in a warning; and the CRL
+    mode (a loaded CRL turns leaf checking on)."""
+    trust: list[tuple[str, str]] = []
+    crl_mode = settings.crl_mode
+    for kind, paths, label in (("CERTIFICATE", settings.ca_files, "certificate file"),
+                               ("X509 CRL", settings.crl_files, "CRL file")):
+        for path in paths:
+            pem = _as_pem(path, kind, settings.der, scratch)
+            if pem is None:
+                LOG.warning("unable to load %s '%s', ignoring", label, path)
+                continue
+            trust.append(("cafile", pem))
+            if kind == "X509 CRL" and crl_mode == "none":
+                crl_mode = "leaf"
     for path in settings.ca_dirs:
         if os.path.isdir(path):
-            context.load_verify_locations(capath=path)
-        elif warn:
+            trust.append(("capath", path))
+        else:
             LOG.warning("unable to load certificates from directory '%s', ignoring", path)
-    crl_mode = settings.crl_mode
-    for path in settings.crl_files:
-        if _load_verify(context, cafile=path, der=settings.der):
-            crl_mode = "leaf" if crl_mode == "none" else crl_mode
-        elif warn:
-            LOG.warning("unable to load CRL file '%s', ignoring", path)
-    if crl_mode == "leaf":
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    elif crl_mode == "chain":
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+    return trust, crl_mode
 
 
-def _load_verify(context: ssl.SSLContext, cafile: str, der: bool) -> bool:
+def _as_pem(path: str, kind: str, der: bool, scratch: str) -> str | None:
+    """A PEM file of the certificate or CRL in ``path`` that OpenSSL loads (``path`` itself unless ``der``),
+    or None if there is none."""
     try:
+        with open(path, "rb") as file:
+            data = file.read()
         if der:
-            with open(cafile, "rb") as file:
-                data = file.read()
-            if b"-----BEGIN X509 CRL" not in data:
-                context.load_verify_locations(cadata=data)
-                return True
-        context.load_verify_locations(cafile=cafile)
+            path = _write(scratch, f"{len(os.listdir(scratch))}.pem", _pem(kind, data))
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)   # loads, or says why not
     except (OSError, ssl.SSLError, ValueError):
-        return False
-    return True
+        return None
+    return path
 
 
-def _load_credentials(context: ssl.SSLContext, settings: TLSSettings, profile: tls.Profile) -> None:
-    """Our certificate and private key, checked against the profile as DCMTK checks them."""
+def _pem(label: str, der: bytes) -> bytes:
+    return f"-----BEGIN {label}-----\n{base64.encodebytes(der).decode()}-----END {label}-----\n".encode()
+
+
+def _credential_files(settings: TLSSettings, profile: tls.Profile, scratch: str) -> tuple[str, str]:
+    """Our certificate file (a chain file is fine: the first certificate is ours) and key file, as PEM
+    files OpenSSL's loader reads, the certificate checked against the profile as DCMTK checks it."""
     cert_file, key_file = settings.cert_file, settings.key_file
     try:
         with open(cert_file, "rb") as file:
             data = file.read()
-        der = data if settings.der else ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
+        if settings.der:
+            der = data
+        else:
+            block = _FIRST_CERTIFICATE.search(data.decode("ascii", "replace"))
+            if block is None:
+                raise ValueError("no PEM certificate in the file")
+            der = ssl.PEM_cert_to_DER_cert(block.group(0))
         certificate = Certificate.parse(der)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise TLSSetupError(_BAD_CERTIFICATE.format(cert_file), detail=f"OpenSSL error: {error}") from error
     _check_own_certificate(certificate, cert_file, profile)
-    with tempfile.TemporaryDirectory(prefix="qrscp-tls-") as scratch:
-        pem_cert, pem_key = cert_file, key_file
-        if settings.der:
-            pem_cert = _write(scratch, "cert.pem", ssl.DER_cert_to_PEM_cert(der).encode())
-            pem_key = _der_key_as_pem(scratch, key_file)
-        try:
-            context.load_cert_chain(pem_cert, pem_key, password=settings.password)
-        except (OSError, ssl.SSLError) as error:
-            reason = getattr(error, "reason", None)
-            if reason == "KEY_VALUES_MISMATCH":
-                raise TLSSetupError(_MISMATCH.format(key_file, cert_file)) from error
-            detail = f"TLS error: {reason.lower().replace('_', ' ')}" if reason else f"OpenSSL error: {error}"
-            raise TLSSetupError(_BAD_KEY.format(key_file), detail=detail) from error
+    if not settings.der:
+        return cert_file, key_file
+    try:
+        with open(key_file, "rb") as file:
+            key = file.read()
+    except OSError:
+        return _write(scratch, "cert.pem", _pem("CERTIFICATE", der)), key_file   # the loader reports it
+    label = "ENCRYPTED PRIVATE KEY" if _PBES2_OID in key[:40] else "PRIVATE KEY"
+    return _write(scratch, "cert.pem", _pem("CERTIFICATE", der)), _write(scratch, "key.pem", _pem(label, key))
+
+
+#: The first PEM certificate of a file (ours; any that follow are its chain).
+_FIRST_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+#: The DER encoding of PKCS#5's PBES2 OID (1.2.840.113549.1.5.13): an encrypted PKCS#8 key starts with it.
+_PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
+
+
+def _load_credentials(context: ssl.SSLContext, settings: TLSSettings, cert_file: str, key_file: str) -> None:
+    """Load our certificate (chain) and key into ``context``, with DCMTK's messages when they do not load."""
+    try:
+        context.load_cert_chain(cert_file, key_file, password=settings.password)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "reason", None)
+        if reason == "KEY_VALUES_MISMATCH":
+            raise TLSSetupError(_MISMATCH.format(settings.key_file, settings.cert_file)) from error
+        detail = f"TLS error: {reason.lower().replace('_', ' ')}" if reason else f"OpenSSL error: {error}"
+        raise TLSSetupError(_BAD_KEY.format(settings.key_file), detail=detail) from error
 
 
 def _check_own_certificate(certificate: Certificate, path: str, profile: tls.Profile) -> None:
@@ -160,20 +203,6 @@ def _check_own_certificate(certificate: Certificate, path: str, profile: tls.Pro
     elif certificate.key_type == "RSA" and certificate.key_bits < 2048:
         LOG.warning("Key length of RSA public key too short: RFC 9325 recommends at least 2048 bits for RSA keys, "
                     "but the key in certificate file '%s' is only %d bits.", path, certificate.key_bits)
-
-
-def _der_key_as_pem(scratch: str, key_file: str) -> str:
-    """A DER private key (PKCS#8, or PKCS#1 RSA / SEC1 EC) as a PEM file OpenSSL's loader reads."""
-    try:
-        with open(key_file, "rb") as file:
-            der = file.read()
-    except OSError:
-        return key_file          # the loader reports it as DCMTK does
-    import base64
-
-    body = base64.encodebytes(der).decode()
-    label = "ENCRYPTED PRIVATE KEY" if b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x05\x0d" in der[:40] else "PRIVATE KEY"
-    return _write(scratch, "key.pem", f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode())
 
 
 def _write(directory: str, name: str, data: bytes) -> str:
@@ -264,8 +293,3 @@ def write_seed(path: str) -> None:
             file.write(ssl.RAND_bytes(1024))
     except OSError:
         LOG.warning("000b:0007 Cannot write random seed '%s'", path)
-
-
-def openssl_version() -> str:
-    """The linked OpenSSL, as DCMTK prints ``OPENSSL_VERSION_TEXT``."""
-    return re.sub(r"\s+", " ", ssl.OPENSSL_VERSION)

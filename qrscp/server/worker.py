@@ -4,7 +4,7 @@ The supervisor forks workers ahead of time; each inherits the listening socket a
 ``EPOLLEXCLUSIVE`` wait, so one connection wakes one waiting worker) and on its channel to the supervisor. Its
 state is in the scoreboard; when taking a connection leaves no other worker waiting, it asks the supervisor
 for more (:data:`NEED_WORKERS`), so the next connections find a worker while it serves. It exits when the supervisor closes the channel (stop, reload, too many waiting workers) or after
-:data:`WORKER_LIFETIME` associations; a worker that dies takes only its own association with it. The
+:data:`WORKER_LIFETIME` connections; a worker that dies takes only its own association with it. The
 supervisor itself never touches a connection.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ NEED_WORKERS = b"N"
 #: Workers kept waiting for the next connection.
 SPARE_WORKERS = 1
 _PR_SET_PDEATHSIG = 1
-#: Associations a worker serves before it exits and is replaced (bounds any slow growth).
+#: Connections a worker takes before it exits and is replaced (bounds any slow growth).
 WORKER_LIFETIME = 1000
 
 
@@ -49,8 +49,10 @@ def run(listener: socket.socket, channel: socket.socket, slot: int, context: Ser
         served = 0
         while served < WORKER_LIFETIME:
             events = dict(waiting.poll())
-            if channel.fileno() in events:   # the supervisor closed the channel: retire
-                break
+            if channel.fileno() in events:   # the supervisor closed the channel: retire, after taking the
+                served = WORKER_LIFETIME     # connection this wake-up was for (no other worker was woken)
+            if listener.fileno() not in events:
+                continue
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):   # another worker was quicker
@@ -68,10 +70,7 @@ def run(listener: socket.socket, channel: socket.socket, slot: int, context: Ser
                 except OSError:   # the supervisor is gone or retired us: serve this one, then go
                     served = WORKER_LIFETIME
             try:
-                association_handler.handle_connection(sock, address, context, slot)
-            except Exception:  # a bug must end only this association
-                LOG.exception("association ended by an internal error")
-                sock.close()
+                association_handler.serve(sock, address, context, slot)
             finally:
                 scoreboard.mark_idle(slot)
     except BaseException:

@@ -29,7 +29,7 @@ from qrscp.dicom.status import (
     UNABLE_TO_PROCESS,
     WARNING,
 )
-from qrscp.net import dimse
+from qrscp.net import dimse, pdu
 from qrscp.net.association import (
     AcceptedContext,
     Association,
@@ -225,17 +225,18 @@ class SubAssociationSender:
                 if response["CommandField"] == dimse.C_STORE_RSP and \
                         response.get("MessageIDBeingRespondedTo") == request["MessageID"]:
                     return response.get("Status", UNABLE_TO_PROCESS)
-        except (OSError, TimeoutError, TransportClosed, ProtocolError, PeerAborted, ReleaseRequested) as error:
+        except (OSError, TimeoutError, TransportClosed, pdu.PDUError, ProtocolError, PeerAborted,
+                ReleaseRequested) as error:   # the destination misbehaved: its sub-operations fail, not our peer's
             self.broken = True
             self.association.abort()
-            raise SubOperationFailed(f"sub-association failed: {error or type(error).__name__}") from error
+            raise SubOperationFailed(f"sub-association failed: {str(error) or type(error).__name__}") from error
 
     def close(self) -> None:
         if not self.broken:
             LOG.info("Releasing Sub-Association")
             try:
                 self.association.release(self.timeout)
-            except (OSError, TimeoutError, TransportClosed):
+            except (OSError, TimeoutError, TransportClosed, pdu.PDUError):
                 self.association.transport.close()
 
 

@@ -45,7 +45,8 @@ class Session:
     move_destinations: MoveDestinations
     sub_associations: SubAssociations
     store_settings: StoreSettings = StoreSettings()
-    #: ``-td``: how long to wait for each fragment of a message once it has begun (None: for ever)
+    #: ``-td``: how long to wait for each fragment of a message once it has begun (None: the transport's
+    #: 60-s socket timeout, as DCMTK's)
     dimse_timeout: float | None = None
     #: operations performed, by name, for the closing summary line
     operations: Counter[str] = field(default_factory=Counter)
