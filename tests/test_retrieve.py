@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import re
+import socket
 import ssl
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -49,7 +51,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
+
+from qrscp.net import pdu
 
 pytestmark = [pytest.mark.dcmtk, needs_dcmtk]
 
@@ -576,6 +581,42 @@ def test_destination_down(tmp_path: Path, area: Path, instances: Instances) -> N
     assert [response.status for response in responses] == [0xA702], output
     assert final(responses) == (0xA702, "0", "10", "0")
     assert responses[0].failed_uids == uids(instances.study_a)
+
+
+def test_destination_answering_with_an_unknown_pdu(tmp_path: Path, area: Path, instances: Instances) -> None:
+    """A destination that accepts the sub-association and then sends a PDU of an unknown type: the
+    sub-operations fail (listed), the requestor's association goes on (a C-ECHO on it afterwards)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    answered = threading.Event()
+
+    def destination() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)   # the A-ASSOCIATE-RQ
+            accept = pdu.encode_associate_ac(pdu.AssociateAC(
+                called_ae_title="DEST", calling_ae_title=AE_TITLE, max_pdu_length=16384,
+                implementation_class_uid="1.2.3.4", implementation_version_name="ODD",
+                application_context="1.2.840.10008.3.1.1.1",
+                contexts=[pdu.PresentationContextAC(1, pdu.ACCEPTANCE, ExplicitVRLittleEndian)]))
+            connection.sendall(accept)
+            connection.recv(65536)   # the first C-STORE-RQ
+            connection.sendall(bytes.fromhex("08000000000400000000"))   # PDU type 0x08
+            answered.set()
+            time.sleep(1)
+
+    thread = threading.Thread(target=destination, daemon=True)
+    thread.start()
+    with serve(tmp_path / "server", area, host_table=f"DEST = (DEST, 127.0.0.1, {port})") as server, \
+            associate(server.port, StudyRootQueryRetrieveInformationModelMove, Verification) as association:
+        statuses = [status.Status for status, _ in association.send_c_move(
+            study_identifier(STUDY_A), "DEST", StudyRootQueryRetrieveInformationModelMove)]
+        assert answered.is_set()
+        assert statuses[-1] in (0xA702, 0xB000), statuses   # failed sub-operations, not an abort
+        assert association.send_c_echo().Status == 0
+        assert "DIMSE Failure" not in server.log
+    thread.join(5)
+    listener.close()
 
 
 def test_file_deleted_between_match_and_send(tmp_path: Path, instances: Instances) -> None:

@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from conftest import ROOT, Server, free_port, needs_dcmtk, run_dcmtk, run_qrscp, simple_config
 from corpus import make_ct, uid, write_instance
 from pki import PKI, Identity
@@ -253,9 +255,19 @@ def test_peer_certificate_modes(tmp_path: Path, pki: Credentials, mode: str, acc
     assert {name for name, ok in outcome.items() if ok} == accepted
 
 
-def test_revoked_client_certificate_is_refused_with_a_crl(tmp_path: Path, pki: Credentials) -> None:
+@pytest.mark.parametrize("encoding", ["PEM", "DER"])
+def test_revoked_client_certificate_is_refused_with_a_crl(tmp_path: Path, pki: Credentials, encoding: str) -> None:
+    """``+crl``: a revoked client certificate is refused, from a PEM or (``-der``) a DER list."""
     config = simple_config({"QRSCP": f"{tmp_path / 'area'} RW (200, 1024mb) ANY"})
-    with Server(tmp_path, config, "-v", *tls_options(pki.server, pki.ca, "+crl", str(pki.crl))) as server:
+    if encoding == "PEM":
+        options = tls_options(pki.server, pki.ca, "+crl", str(pki.crl))
+    else:
+        identity = pki.ca.issue("server-der", der=True)
+        crl = tmp_path / "revoked.crl"
+        crl.write_bytes(x509.load_pem_x509_crl(pki.crl.read_bytes()).public_bytes(serialization.Encoding.DER))
+        options = ("+tls", str(identity.key), str(identity.cert), "-der", "+cf", str(pki.ca.cert_der),
+                   "+crl", str(crl))
+    with Server(tmp_path, config, "-v", *options) as server:
         assert pynetdicom_echo(server.port, client_context(pki, pki.client))
         assert not pynetdicom_echo(server.port, client_context(pki, pki.revoked))
         assert "certificate verify failed (certificate revoked) (peer certificate: /O=qrscp tests/CN=revoked)" \
@@ -283,13 +295,17 @@ def test_profiles_negotiate_their_protocol(tmp_path: Path, pki: Credentials, pro
         assert f"D:   Protocol    : {protocol}" in server.wait_for_log("Protocol")
 
 
-def test_encrypted_and_der_keys(tmp_path: Path, pki: Credentials) -> None:
-    """``+pw``: an encrypted private key; ``-der``: key and certificate in DER."""
+def test_encrypted_and_der_keys_and_chain_files(tmp_path: Path, pki: Credentials) -> None:
+    """``+pw``: an encrypted private key; ``-der``: key and certificate in DER; a certificate file that holds
+    the chain (ours, then the CA's)."""
     encrypted = pki.ca.issue("locked", password=b"s3cret")
     der = pki.ca.issue("binary", der=True)
+    chain = tmp_path / "fullchain.pem"
+    chain.write_bytes(b"issued to the archive\n" + pki.server.cert.read_bytes() + pki.ca.cert.read_bytes())
     config = simple_config({"QRSCP": f"{tmp_path / 'area'} RW (200, 1024mb) ANY"})
     for options in (("+tls", str(encrypted.key), str(encrypted.cert), "+pw", "s3cret", "+cf", str(pki.ca.cert)),
-                    ("+tls", str(der.key), str(der.cert), "-der", "+cf", str(pki.ca.cert_der))):
+                    ("+tls", str(der.key), str(der.cert), "-der", "+cf", str(pki.ca.cert_der)),
+                    ("+tls", str(pki.server.key), str(chain), "+cf", str(pki.ca.cert))):
         with Server(tmp_path, config, *options) as server:
             assert dcmtk_echo(server.port, *tls_options(pki.client, pki.ca)), server.log
 
