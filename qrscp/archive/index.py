@@ -220,12 +220,16 @@ def decode_descriptors(block: bytes) -> list[StudyDescriptor]:
             for uid, size, date, count in _DESCRIPTOR.iter_unpack(block)]
 
 
+def encode_descriptor(descriptor: StudyDescriptor) -> bytes:
+    """The 88 bytes of one descriptor, zero-filled after its UID."""
+    return _DESCRIPTOR.pack(descriptor.study_instance_uid[:64], descriptor.study_size & 0xFFFFFFFF,
+                            descriptor.last_recorded_date, descriptor.image_count & 0xFFFFFFFF)
+
+
 def encode_descriptors(descriptors: Sequence[StudyDescriptor]) -> bytes:
-    """The descriptor block for ``descriptors`` (500 of them), zero-filled after each UID."""
+    """The descriptor block for ``descriptors`` (500 of them)."""
     assert len(descriptors) == MAX_STUDIES
-    return b"".join(_DESCRIPTOR.pack(d.study_instance_uid[:64], d.study_size & 0xFFFFFFFF,
-                                     d.last_recorded_date, d.image_count & 0xFFFFFFFF)
-                    for d in descriptors)
+    return b"".join(map(encode_descriptor, descriptors))
 
 
 # --- image records -----------------------------------------------------------------------------------
@@ -255,7 +259,8 @@ class Record:
         return self.params[STUDY_INSTANCE_UID.index]
 
 
-def _c_string(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
+def string_value(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
+    """The C string of ``field`` in the record at ``base`` of ``data``."""
     start = base + field.offset
     return bytes(data[start:start + field.size]).split(b"\0", 1)[0]
 
@@ -263,14 +268,31 @@ def _c_string(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
 def decode_record(data: bytes | memoryview, base: int = 0) -> Record:
     """The record at ``base`` in ``data`` (a whole record must be there)."""
     return Record(
-        filename=_c_string(data, FILENAME, base),
-        sop_class_uid=_c_string(data, SOP_CLASS_UID, base),
+        filename=string_value(data, FILENAME, base),
+        sop_class_uid=string_value(data, SOP_CLASS_UID, base),
         recorded_date=_DATE.unpack_from(data, base + RECORDED_DATE.offset)[0],
         image_size=_SIZE.unpack_from(data, base + IMAGE_SIZE.offset)[0],
         hstat=data[base + HSTAT.offset],
-        params=[_c_string(data, param.field, base) for param in PARAMS],
-        instance_description=_c_string(data, INSTANCE_DESCRIPTION, base),
+        params=[string_value(data, param.field, base) for param in PARAMS],
+        instance_description=string_value(data, INSTANCE_DESCRIPTION, base),
     )
+
+
+def record_values(data: bytes, tags: Iterable[int]) -> dict[int, bytes]:
+    """The values of the params ``tags`` in the record ``data`` (its 8032 bytes), as :func:`param_column`
+    reads them: cut by ``ValueLength``, or as C strings if it is implausible."""
+    values = {}
+    for tag in tags:
+        param = PARAM_BY_TAG[tag]
+        length = _PARAM.unpack_from(data, param.offset)[1]
+        start = param.field.offset
+        values[tag] = data[start:start + length] if length <= param.max_length else string_value(data, param.field)
+    return values
+
+
+def record_params(record: Record) -> dict[int, bytes]:
+    """The value of each param tag (the first param of each) as ``record`` stores it in its slot."""
+    return {tag: stored_value(param.field, record.params[param.index]) for tag, param in PARAM_BY_TAG.items()}
 
 
 def stored_value(field: Field, value: bytes) -> bytes:
