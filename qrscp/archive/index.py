@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from itertools import compress
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 FILE_NAME = "index.dat"
 
@@ -385,9 +385,14 @@ def string_column(buffer: bytes | memoryview, field: Field, slots: Sequence[int]
 
 
 def param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int]) -> list[bytes]:
+    """The value of ``param`` for each of ``slots`` (see :func:`iter_param_column`)."""
+    return list(iter_param_column(buffer, param, slots))
+
+
+def iter_param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int]) -> Iterator[bytes]:
     """The value of ``param`` for each of ``slots`` (ascending live slots of ``buffer``), cut by its
-    ``ValueLength`` (which DCMTK keeps equal to the string length and trusts too). Falls back to C-string
-    reads if a length is implausible."""
+    ``ValueLength`` (which DCMTK keeps equal to the string length and trusts too), one at a time. Falls
+    back to C-string reads if a length is implausible."""
     slots_in_file = slot_count(len(buffer))
     length_at = RECORDS_OFFSET + param.offset + 8
     end = RECORDS_OFFSET + slots_in_file * RECORD_SIZE
@@ -397,8 +402,8 @@ def param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int])
         low, high = bytes(map(low.__getitem__, slots)), bytes(map(high.__getitem__, slots))
     lengths: Sequence[int] = low if high.count(0) == len(high) else [a | b << 8 for a, b in zip(low, high)]
     if lengths and max(lengths) > param.max_length:
-        return string_column(buffer, param.field, slots)
-    return [buffer[o:o + n] for o, n in zip(_offsets(param.field, slots, slots_in_file), lengths)]
+        return iter(string_column(buffer, param.field, slots))
+    return (buffer[o:o + n] for o, n in zip(_offsets(param.field, slots, slots_in_file), lengths))
 
 
 def recorded_date_and_size(buffer: bytes | memoryview, slot: int) -> tuple[float, int]:

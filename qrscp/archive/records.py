@@ -59,10 +59,11 @@ def charset_keyed(tag: int) -> bool:
 class RecordTable:
     """The live records of one index (see the module's docstring). Not shared between processes."""
 
-    def __init__(self, slot_count: int, live: Sequence[int], columns: Mapping[int, Sequence[bytes]]) -> None:
+    def __init__(self, slot_count: int, live: Sequence[int], columns: Mapping[int, Iterable[bytes]]) -> None:
         """A table of ``slot_count`` slots whose live ones are ``live`` (ascending), with ``columns``:
         tag -> the values of the live slots in that order."""
         self.slot_count = slot_count
+        self._slots = list(range(slot_count))   # the slot numbers, one int object each for every list
         self.live_count = len(live)
         if self.live_count == slot_count:
             self._live = bytearray(b"\1") * slot_count
@@ -88,7 +89,7 @@ class RecordTable:
 
     def live_slots(self) -> list[int]:
         """The live slots, ascending."""
-        return list(compress(range(self.slot_count), self._live))
+        return list(compress(self._slots, self._live))
 
     def values(self, tag: int) -> list[bytes | None]:
         """The value of ``tag`` in every slot (None: free); KeyError if the table does not hold it."""
@@ -150,12 +151,12 @@ class RecordTable:
 
     # --- changing ------------------------------------------------------------------------------------
 
-    def load(self, tag: int, values: Sequence[bytes], live: Sequence[int] | None = None) -> None:
+    def load(self, tag: int, values: Iterable[bytes], live: Sequence[int] | None = None) -> None:
         """Hold ``tag`` too: ``values`` are its values in the live slots (``live``: those slots, ascending;
-        by default the table's own). Equal values are shared."""
+        by default the table's own). Equal values are shared (an iterator lets the others go at once)."""
         live = self.live_slots() if live is None else live
         shared: dict[bytes, bytes] = {}
-        interned = list(values) if tag in _UNSHARED else list(map(shared.setdefault, values, values))
+        interned = list(values) if tag in _UNSHARED else [shared.setdefault(value, value) for value in values]
         if len(live) == self.slot_count:
             column: list[bytes | None] = interned  # type: ignore[assignment]
         else:
@@ -173,6 +174,7 @@ class RecordTable:
             heapq.heappush(self.free, slot)
         grow = slot_count - self.slot_count
         if grow > 0:
+            self._slots.extend(range(self.slot_count, slot_count))
             self._live.extend(bytes(grow))
             for column in self._columns.values():
                 column.extend([None] * grow)

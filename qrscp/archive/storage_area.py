@@ -416,12 +416,12 @@ class StorageArea:
             buffer = self._buffer()
             live = index.live_slots(buffer, index.slot_count(cache.key[1]))
             table = cache.table = RecordTable(index.slot_count(cache.key[1]), live, {
-                tag: index.param_column(buffer, index.PARAM_BY_TAG[tag], live) for tag in self._fields})
+                tag: index.iter_param_column(buffer, index.PARAM_BY_TAG[tag], live) for tag in self._fields})
         elif not fields <= table.fields:
             buffer = self._buffer()
             live = table.live_slots()
             for tag in fields - table.fields:
-                table.load(tag, index.param_column(buffer, index.PARAM_BY_TAG[tag], live), live)
+                table.load(tag, index.iter_param_column(buffer, index.PARAM_BY_TAG[tag], live), live)
         return table
 
     def _studies(self, cache: _Cache) -> _Studies:
