@@ -213,7 +213,7 @@ class CtnServer(Server):
                 (directory / "index.dat").unlink(missing_ok=True)
                 os.link(area.index, directory / "index.dat")
             elif area.index is not None:
-                shutil.copyfile(area.index, directory / "index.dat")
+                copy_to_disk(area.index, directory / "index.dat")
         config = self.directory / "server.cfg"
         config.write_text(self.config_text())
         command, env = self.command(config)
@@ -362,6 +362,15 @@ class OrthancServer(Server):
         return None
 
 
+def copy_to_disk(source: Path, target: Path) -> None:
+    """Copy a file and wait until the copy is on disk: a prefilled area is measured as an archive's
+    would be, not while the kernel writes hundreds of megabytes of it back (which slows every write to
+    the file, and the disk, meanwhile)."""
+    shutil.copyfile(source, target)
+    with open(target, "rb+") as copy:
+        os.fsync(copy.fileno())
+
+
 def copy_orthanc_database(source: Path, target: Path) -> None:
     """A private copy of an Orthanc storage directory: the stored files (never changed by Orthanc) are
     hard-linked, the SQLite index (top-level files) is copied."""
@@ -369,7 +378,7 @@ def copy_orthanc_database(source: Path, target: Path) -> None:
     for entry in source.iterdir():
         if entry.is_file():
             (target / entry.name).unlink()
-            shutil.copy2(entry, target / entry.name)
+            copy_to_disk(entry, target / entry.name)
 
 
 SERVER_CLASSES: dict[str, type[Server]] = {cls.name: cls for cls in (QrscpServer, DcmtkServer, OrthancServer)}
