@@ -247,7 +247,12 @@ class StorageArea:
         block = os.pread(self._fd, index.DESCRIPTORS_SIZE, index.DESCRIPTORS_OFFSET)
         cache = self._cache
         if cache is None or cache.key != key or cache.descriptor_block != block:
-            if cache is None or not self._catch_up(cache, (status.st_dev, status.st_ino), key, block):
+            try:
+                caught_up = cache is not None and self._catch_up(cache, (status.st_dev, status.st_ino), key, block)
+            except BaseException:
+                self._cache = None   # half caught up
+                raise
+            if not caught_up:
                 self._check_file(status.st_size)
                 cache = self._cache = _Cache(key, block, journal_seq=self.journal.last_seq() if self.journal else 0)
         return cache

@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,11 +205,10 @@ class Query:
     expected_matches: int
 
 
-def find_latency(endpoint: Endpoint, query: Query, repeats: int, budget: float = 3.0,
-                 probe: Callable[[int], None] | None = None) -> float:
+def find_latency(endpoint: Endpoint, query: Query, repeats: int, budget: float = 3.0) -> float:
     """Median milliseconds of one C-FIND round trip (request sent to final response read), on one
     association, after one untimed warm-up query: ``repeats`` round trips, fewer (at least 3) once
-    ``budget`` seconds are spent. ``probe`` is called with the client's port before the release."""
+    ``budget`` seconds are spent."""
     association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
                                         [dicomclient.PATIENT_ROOT_FIND, dicomclient.STUDY_ROOT_FIND])
     try:
@@ -230,8 +228,6 @@ def find_latency(endpoint: Endpoint, query: Query, repeats: int, budget: float =
                 raise ClientError(f"{matches} matches, expected {query.expected_matches}")
             if message_id > 1:
                 times.append(elapsed * 1000)
-        if probe is not None:
-            probe(association.sock.getsockname()[1])
     finally:
         association.release()
     return statistics.median(times)

@@ -34,6 +34,7 @@ from benchlib import transcode
 from benchlib.servers import (
     CLIENT_AE,
     Area,
+    Endpoint,
     Memory,
     OrthancServer,
     PeakMemory,
@@ -127,12 +128,12 @@ def make_rows(settings: Settings) -> dict[str, Row]:
                             higher_is_better=False, decimals=2, target=tuple(targets)))
     big = f"{settings.big_size:,}"
     rows += [
-        Row("findmemory", f"PSS of the process that answered the C-FINDs at {big} instances, MiB",
-            higher_is_better=False, decimals=1),
         Row("startup", f"start-up with a {big}-instance area until its first C-ECHO is answered, s",
             higher_is_better=False, decimals=2, target=Target(limit=1.0)),
         Row("firstfind", f"first C-FIND after start-up ({FIRST_QUERY} at {big}), ms", higher_is_better=False,
             decimals=1),
+        Row("findmemory", "then each C-FIND once: PSS of the process that answered them, MiB",
+            higher_is_better=False, decimals=1),
         Row("pss", "peak PSS of the server's processes while storing in parallel, MiB",
             higher_is_better=False, target=Target(limit=80), decimals=1),
         Row("lost", "instances answered Success but not retrievable afterwards", higher_is_better=False,
@@ -285,8 +286,8 @@ class Bench:
             ("C-MOVE/C-GET", self.measure_retrieve, ("move", "get")),
             ("C-MOVE with transcoding", self.measure_transcode,
              tuple(key for key in self.rows if key.startswith("transcode:"))),
-            ("C-FIND", self.measure_find, (*find_rows, "findmemory")),
-            ("start-up with the largest area", self.measure_startup, ("startup", "firstfind")),
+            ("C-FIND", self.measure_find, find_rows),
+            ("start-up with the largest area", self.measure_startup, ("startup", "firstfind", "findmemory")),
         ]
 
     def run(self) -> None:
@@ -455,26 +456,17 @@ class Bench:
                 Query(QUERY_KINDS[4], dicomclient.STUDY_ROOT_FIND, encode(image), 1)]
 
     def measure_find(self, server: Server, rep: int) -> None:
-        """Every query at every size; at the largest, the memory of the process that answered."""
         self._check_prefilled(server)
-        memory: list[Memory] = []
         for size in self.settings.find_sizes:
             title = f"F{size}"
             endpoint = server.endpoint(title)
-            probe = (lambda port: memory.append(serving_process_memory(endpoint.pid, port))) \
-                if size == self.settings.big_size else None
             for query in self.queries(size):
                 row = self.rows[f"find:{query.label}:{size}"]
                 try:
-                    row.record(server.name, find_latency(endpoint, query, self.settings.find_repeats, probe=probe))
-                except (ClientError, dicomclient.DicomError, OSError, LookupError) as error:
+                    row.record(server.name, find_latency(endpoint, query, self.settings.find_repeats))
+                except (ClientError, dicomclient.DicomError, OSError) as error:
                     row.fail(server.name, str(error) or type(error).__name__)
             server.release(title)
-        if memory:
-            largest = max(memory, key=lambda m: m.pss)
-            self.rows["findmemory"].record(server.name, largest.pss / MIB)
-            self.rows["findmemory"].note(server.name, f"RSS {largest.rss / MIB:.1f} MiB, USS {largest.uss / MIB:.1f} "
-                                                      f"MiB (the largest PSS of {len(memory)} associations)")
 
     def measure_store_big(self, server: Server, rep: int) -> None:
         """C-STORE into an empty area and into the largest area, one after the other (in turns)."""
@@ -487,7 +479,8 @@ class Bench:
 
     def measure_startup(self, server: Server, rep: int) -> None:
         """A server of the same kind started with only the largest area: the seconds until a C-ECHO to it
-        is answered, then the first C-FIND."""
+        is answered, the first C-FIND, then every C-FIND once on one association and the memory of the
+        process that answered them."""
         self._check_prefilled(server)
         fresh = type(server)(self.work / f"{server.name}-startup{rep}", self.receiver.port)
         fresh.add_area(self._area(fresh, "BIG", self.settings.big_size, read_only=True))
@@ -512,8 +505,25 @@ class Bench:
             if status != 0 or matches != query.expected_matches:
                 raise ClientError(f"first C-FIND: status {status:#06x}, {matches} matches")
             self.rows["firstfind"].record(server.name, elapsed * 1000)
+            memory = self._memory_after_queries(endpoint, self.queries(self.settings.big_size))
+            self.rows["findmemory"].record(server.name, memory.pss / MIB)
+            self.rows["findmemory"].note(server.name, f"RSS {memory.rss / MIB:.1f} MiB, USS {memory.uss / MIB:.1f} MiB")
         finally:
             fresh.stop()
+
+    @staticmethod
+    def _memory_after_queries(endpoint: Endpoint, queries: list[Query]) -> Memory:
+        """Each of ``queries`` once on one association, then the memory of the process serving it."""
+        association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
+                                            list(dict.fromkeys(query.model for query in queries)))
+        try:
+            for number, query in enumerate(queries, 1):
+                status, matches = association.find(query.model, query.identifier, number)
+                if status != 0 or matches != query.expected_matches:
+                    raise ClientError(f"{query.label}: status {status:#06x}, {matches} matches")
+            return serving_process_memory(endpoint.pid, association.sock.getsockname()[1])
+        finally:
+            association.release()
 
     # --- the machine's limits ---------------------------------------------------------------------------
 
