@@ -4,10 +4,12 @@ look up, kept in memory and brought up to date record by record (docs/index-form
 For each field asked for (a param, by its tag), the table holds the stored value of every slot: a list
 indexed by slot number, None for a free slot, equal values shared. Once a field has been searched it also
 has a *lookup*: trimmed value -> the slots holding it, ascending (a lone slot as an int: most UIDs have
-one record, and an int costs far less than a list). A field whose VR the Specific Character Set affects is looked up by (character set, trimmed value), so that a query whose character set differs
-from the records' converts each distinct value once, not each record; what the matcher derives from a key
-(its value converted to UTF-8) is kept beside the lookup in :meth:`RecordTable.notes` and goes with the
-key. The free slots are kept as a heap (candidates: the owner checks a slot on disk before writing it).
+one record, and an int costs far less than a list). A field whose VR the Specific Character Set affects
+is looked up by (character set, trimmed value), so that a query whose character set differs from the
+records' converts each distinct value once, not each record; what the matcher derives from a key (its
+value converted to UTF-8, a parsed date) is kept beside the lookup in :meth:`RecordTable.notes` and goes
+with the key. The free slots are kept as a heap (candidates: the owner checks a slot on disk before
+writing it).
 
 The owner (``StorageArea``) builds a table from one column read per field and then applies the writes it
 makes and those its fellow workers journal, slot by slot (:meth:`RecordTable.put`,
@@ -182,11 +184,15 @@ class RecordTable:
 
     def put(self, slot: int, values: Mapping[int, bytes]) -> None:
         """Slot ``slot`` holds a live record now, with ``values`` (tag -> stored value; a tag the table
-        holds and ``values`` lacks is empty)."""
+        holds and ``values`` lacks is empty). A value equal to the previous slot's is shared with it (the
+        records of a series usually follow each other)."""
         self._unlink(slot)
         self.resize(max(self.slot_count, slot + 1))
+        slot = self._slots[slot]
         for tag, column in self._columns.items():
-            column[slot] = values.get(tag, b"")
+            value = values.get(tag, b"")
+            previous = column[slot - 1] if slot else None
+            column[slot] = previous if previous == value else value
         if SPECIFIC_CHARACTER_SET in self._columns:
             charset = self._columns[SPECIFIC_CHARACTER_SET][slot]
             self._charsets[charset] = self._charsets.get(charset, 0) + 1  # type: ignore[index]
