@@ -237,4 +237,18 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path):
     finally:
         os.close(controller)
     assert process.returncode == 0
-    assert b"\rregistering: 1/150" in shown
+    assert b"\rregistering: 1/150, " in shown and b" files/s" in shown
+    assert re.search(rb"\r\x1b\[Kregistered 150 of 150 files in \d+\.\d s \([\d,]+ files/s\)\r?\n$", shown), shown[-200:]
+
+
+def test_verbose_registration_logs_its_progress_and_rate(tmp_path):
+    """At -v: the file lines, a progress line after every tenth of the files, the rate at the end."""
+    _write(tmp_path, "a.dcm", instance(b"1.2.3.1"))
+    _write(tmp_path, "b.dcm", b"not DICOM")
+    files = ["a.dcm"] * 149 + ["b.dcm"]
+    lines = ours("-v", str(tmp_path), *files, cwd=tmp_path).stderr.decode().splitlines()
+    progress = [line for line in lines if "files processed" in line]
+    assert [line.split(",")[0] for line in progress] == [f"I: {n} of 150 files processed" for n in range(15, 150, 15)]
+    assert all(re.fullmatch(r"I: \d+ of 150 files processed, [\d,]+ files/s", line) for line in progress)
+    assert re.fullmatch(r"I: registered 149 of 150 files in \d+\.\d s \([\d,]+ files/s\)", lines[-1])
+    assert lines.count("I: registering: a.dcm") == 149

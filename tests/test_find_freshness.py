@@ -1,9 +1,12 @@
-"""A C-FIND answers from the index as it is now, although a worker keeps what it computed from the index
-(columns, lookup tables) between queries while the index is unchanged.
+"""A C-FIND answers from the index as it is now, although a worker keeps a table of the records (their
+values, lookups, values converted to another character set) between queries (docs/index-format.md §12).
 
 One association stays open and asks the same queries again after each kind of write: a store through
 another association (another worker: the server's write journal), a registration by DCMTK's ``dcmqridx``
-(a writer outside the journal) and a store on the same association (the worker's own write).
+and a store by DCMTK's ``dcmqrscp`` serving the same area (writers outside the journal; the latter also
+replaces an instance, the same slot rewritten) and a store on the same association (the worker's own
+write). Half of the instances are in ISO_IR 100, so that the ASCII and UTF-8 queries compare them
+converted.
 """
 from __future__ import annotations
 
@@ -25,21 +28,29 @@ AE_TITLE = "QRSCP"
 BRANCH = 7301
 
 
-def _instance(number: int, directory: Path) -> tuple[Dataset, Path]:
-    """Instance ``number``: study ``number`` of patient P<number % 2>, on 2024-01-<number + 1>."""
-    dataset = make_ct(PatientID=f"P{number % 2}", PatientName=f"Fresh^{number % 2}",
+def _instance(number: int, directory: Path, name: str = "Fresh") -> tuple[Dataset, Path]:
+    """Instance ``number``: study ``number`` of patient P<number % 2>, on 2024-01-<number + 1>, named
+    ``<name>^<number % 2>``, in ISO_IR 100 if ``number`` is even."""
+    dataset = make_ct(PatientID=f"P{number % 2}", PatientName=f"{name}^{number % 2}",
                       StudyInstanceUID=uid(BRANCH, number), StudyDate=f"202401{number + 1:02d}",
                       SeriesInstanceUID=uid(BRANCH, number, 1), SOPInstanceUID=uid(BRANCH, number, 1, 1))
-    return dataset, write_instance(dataset, directory / f"in{number}.dcm")
+    if number % 2 == 0:
+        dataset.SpecificCharacterSet = "ISO_IR 100"
+    return dataset, write_instance(dataset, directory / f"in{number}-{name}.dcm")
 
 
-#: Study Root STUDY queries, one per matching kind the lookup tables serve, and which studies they match.
+#: Study Root queries, one per matching kind the record table serves, and which studies they match
+#: (``renamed``: the studies whose instance is now named Renamed).
 QUERIES = {
-    "exact PatientID": (dict(PatientID="P1"), lambda n: n % 2 == 1),
+    "exact PatientID": (dict(PatientID="P1"), lambda n, renamed: n % 2 == 1),
     "UID list": (dict(StudyInstanceUID="\\".join(uid(BRANCH, n) for n in (0, 3, 4, 5))),
-                 lambda n: n in (0, 3, 4, 5)),
-    "wildcard PatientName": (dict(PatientName="Fre*^0"), lambda n: n % 2 == 0),
-    "StudyDate range": (dict(StudyDate="20240102-20240105"), lambda n: 1 <= n <= 4),
+                 lambda n, renamed: n in (0, 3, 4, 5)),
+    "wildcard PatientName": (dict(PatientName="Fre*^0"), lambda n, renamed: n % 2 == 0 and n not in renamed),
+    "PatientName in UTF-8": (dict(SpecificCharacterSet="ISO_IR 192", PatientName="*^0"), lambda n, renamed: n % 2 == 0),
+    "renamed patients": (dict(PatientName="Renamed*"), lambda n, renamed: n in renamed),
+    "StudyDate range": (dict(StudyDate="20240102-20240105"), lambda n, renamed: 1 <= n <= 4),
+    "image by SOPInstanceUID": (dict(QueryRetrieveLevel="IMAGE", SeriesInstanceUID=uid(BRANCH, 6, 1),
+                                     SOPInstanceUID=uid(BRANCH, 6, 1, 1)), lambda n, renamed: n == 6),
 }
 
 
@@ -61,15 +72,15 @@ def _answers(association) -> dict[str, list[str]]:
     return answers
 
 
-def _assert_answers(association, stored: list[int]) -> None:
-    """Each query twice: the first search of a column after a write scans it, the second uses the
-    lookup table built then; both give the stored instances' studies that match."""
+def _assert_answers(association, stored: list[int], renamed: tuple[int, ...] = ()) -> None:
+    """Each query twice (the second search finds the lookups the first one built): both give the
+    stored instances' studies that match."""
     for _ in range(2):
-        assert _answers(association) == _expected(stored)
+        assert _answers(association) == _expected(stored, renamed)
 
 
-def _expected(stored: list[int]) -> dict[str, list[str]]:
-    return {name: sorted(uid(BRANCH, n) for n in stored if test(n)) for name, (_, test) in QUERIES.items()}
+def _expected(stored: list[int], renamed: tuple[int, ...]) -> dict[str, list[str]]:
+    return {name: sorted(uid(BRANCH, n) for n in stored if test(n, renamed)) for name, (_, test) in QUERIES.items()}
 
 
 def test_queries_on_one_association_see_every_kind_of_write(tmp_path: Path) -> None:
@@ -93,9 +104,17 @@ def test_queries_on_one_association_see_every_kind_of_write(tmp_path: Path) -> N
             registered = shutil.copy(instances[5][1], area / "registered.dcm")
             assert run_dcmtk("dcmqridx", str(area), str(registered)).returncode == 0
             _assert_answers(association, [0, 1, 2, 3, 4, 5])
+            # DCMTK's dcmqrscp on the same area: instance 2 again under another name (its slot rewritten)
+            (tmp_path / "dcmtk").mkdir()
+            config = simple_config({AE_TITLE: f"{area} RW (500, 1024mb) ANY"})
+            with Server(tmp_path / "dcmtk", config, dcmtk_server=True) as dcmtk_server:
+                _, renamed = _instance(2, tmp_path, name="Renamed")
+                assert run_dcmtk("storescu", "-aec", AE_TITLE, "127.0.0.1", str(dcmtk_server.port),
+                                 str(renamed)).returncode == 0
+            _assert_answers(association, [0, 1, 2, 3, 4, 5], renamed=(2,))
             # this association's own worker
             for dataset, _ in instances[6:]:
                 assert association.send_c_store(dataset).Status == 0x0000
-            _assert_answers(association, list(range(8)))
+            _assert_answers(association, list(range(8)), renamed=(2,))
         finally:
             association.release()

@@ -42,7 +42,7 @@ def _register(area: StorageArea, directory, sop: str, study: str) -> str:
 def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_path):
     area = StorageArea(str(tmp_path / "area"), 500, -1, journal=WriteJournal())
     _register(area, tmp_path, "1.2.3.1", "1.2.3")
-    slots = area._cache.slots
+    table = area._cache.table
     pid = os.fork()
     if pid == 0:  # another worker: a new instance, and a duplicate of the first under another study
         try:
@@ -52,7 +52,7 @@ def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_p
             os._exit(0)
     assert os.waitpid(pid, 0)[1] == 0
     _register(area, tmp_path, "1.2.3.1", "1.2.5")  # this worker must see the other's copy of 1.2.3.1
-    assert area._cache.slots is slots, "the cache was rebuilt instead of caught up"
+    assert area._cache.table is table, "the cache was rebuilt instead of caught up"
     records = area.read_snapshot().records
     assert sorted(r.sop_instance_uid for _, r in records) == [b"1.2.3.1", b"1.2.3.2"]
     assert [r.study_instance_uid for _, r in records if r.sop_instance_uid == b"1.2.3.1"] == [b"1.2.5"]
@@ -61,11 +61,11 @@ def test_a_worker_catches_up_with_another_workers_writes_without_a_rebuild(tmp_p
 def test_a_write_outside_the_journal_makes_the_cache_rebuild(tmp_path):
     area = StorageArea(str(tmp_path / "area"), 500, -1, journal=WriteJournal())
     _register(area, tmp_path, "1.2.3.1", "1.2.3")
-    slots = area._cache.slots
+    table = area._cache.table
     with StorageArea(str(tmp_path / "area"), 500, -1) as outsider:  # as dcmqridx would: no journal entry
         _register(outsider, tmp_path, "1.2.3.1", "1.2.9")
     _register(area, tmp_path, "1.2.3.2", "1.2.3")
-    assert area._cache.slots is not slots
+    assert area._cache.table is not table
     records = area.read_snapshot().records
     assert sorted((r.sop_instance_uid, r.study_instance_uid) for _, r in records) == \
         [(b"1.2.3.1", b"1.2.9"), (b"1.2.3.2", b"1.2.3")]

@@ -1,8 +1,9 @@
 """Query parsing, matching by VR, the hierarchical search, duplicates and response identifiers.
 
 The expectations are DCMTK dcmqrscp 3.6.7's observed answers (docs/matching.md), except where docs/differences.md says
-otherwise. The columns are built by hand as ``StorageArea.read_columns`` returns them; the last test
-compares with the real dcmqrscp on the same records.
+otherwise. The record tables are built by hand, as ``StorageArea`` builds them; every search is also run
+on a table that reached the same records by updates (the path of a worker whose index changes), and
+the last test compares with the real dcmqrscp on the same records.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from qrscp.archive.matching import (
     parse_time,
     retrieve_matches,
 )
-from qrscp.archive.storage_area import Columns
+from qrscp.archive.records import SPECIFIC_CHARACTER_SET, RecordTable
 from qrscp.dicom.charset import CharsetPolicy
 from qrscp.dicom.identifiers import Identifier, decode_identifier, encode_identifier
 from qrscp.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
@@ -83,26 +84,49 @@ def record(n: int, **values: str | bytes) -> dict[str, bytes]:
     return {k: v.encode() if isinstance(v, str) else v for k, v in {**defaults, **values}.items()}
 
 
-def columns(*records: dict[str, bytes]) -> dict[int | str, list[bytes]]:
-    """The columns of ``read_columns`` for these records (``charset``: SpecificCharacterSet)."""
-    result: dict[int | str, list[bytes]] = {tag: [r.get(KEYS[tag].keyword, b"") for r in records] for tag in INDEXED}
-    result["charset"] = [r.get("charset", b"") for r in records]
-    return result
+def values_of(record: dict[str, bytes]) -> dict[int, bytes]:
+    """A record's values by tag (``charset``: SpecificCharacterSet)."""
+    values = {tag: record.get(KEYS[tag].keyword, b"") for tag in INDEXED}
+    values[SPECIFIC_CHARACTER_SET] = record.get("charset", b"")
+    return values
+
+
+def columns(*records: dict[str, bytes]) -> RecordTable:
+    """A record table holding these records in slots 0, 1, ... (``charset``: SpecificCharacterSet)."""
+    values = [values_of(r) for r in records]
+    return RecordTable(len(records), range(len(records)),
+                       {tag: [v[tag] for v in values] for tag in [*INDEXED, SPECIFIC_CHARACTER_SET]})
+
+
+def updated(*records: dict[str, bytes]) -> RecordTable:
+    """A table that comes to hold the same records by updates: every slot first held another record
+    (its lookups built), then the records were put in reverse order, one removed and put again."""
+    table = columns(*(record(100 + n, PatientName="Other^X", StudyDate="19990101", charset="ISO_IR 100")
+                      for n in range(len(records))))
+    for tag in [*INDEXED, SPECIFIC_CHARACTER_SET]:
+        table.lookup(tag)
+    for slot in reversed(range(len(records))):
+        table.put(slot, values_of(records[slot]))
+    if records:
+        table.remove(0)
+        table.put(0, values_of(records[0]))
+    return table
 
 
 def find(model: Model, records: list[dict[str, bytes]], **keys: str | bytes) -> list[int]:
-    """The rows our C-FIND answers for the identifier ``keys``: the same whether the first key scans its
-    column (first search) or looks it up in the column's lookup table (second search)."""
+    """The slots our C-FIND answers for the identifier ``keys``: the same on a second search and on a
+    table that came to hold the records by updates."""
     query = parse_find(identifier(**keys), model, False)
-    shared = Columns(columns(*records), {})
-    scanned = find_matches(query, shared)
+    table = columns(*records)
+    found = find_matches(query, table)
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)   # the warnings a test counts are those of one search
     try:
-        assert find_matches(query, shared) == scanned
+        assert find_matches(query, table) == found
+        assert find_matches(query, updated(*records)) == found
     finally:
         logging.disable(previous)
-    return scanned
+    return found
 
 
 def matched(keyword: str, query: str | bytes, candidates: list[str]) -> list[str]:
@@ -426,7 +450,7 @@ def test_parsed_keys():
                                   SpecificCharacterSet="ISO_IR 100", PatientComments=""), SR, False)
     assert query.keys == {0x00100010: b" Doe", 0x00104000: b"", 0x0020000D: b"1.2"}
     assert query.request_charset == "ISO_IR 100"
-    assert query.fields() == [0x00100010, 0x00100020, 0x0020000D, "charset"]
+    assert query.fields() == [0x00080005, 0x00100010, 0x00100020, 0x0020000D]
 
 
 def test_keys_of_an_identifier_someone_decoded():
@@ -441,7 +465,7 @@ def test_keys_of_an_identifier_someone_decoded():
 def test_retrieve_fields():
     query = parse_retrieve(identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID="1", SeriesInstanceUID="2"),
                            SR, False)
-    assert query.fields() == [0x00080018, 0x0020000D, 0x0020000E, "charset", "filename", "sop_class_uid"]
+    assert query.fields() == [0x00080005, 0x00080018, 0x0020000D, 0x0020000E]
 
 
 def test_model_tables():
@@ -638,7 +662,7 @@ def test_check_move_accepts(model, keys):
 def respond(records: list[dict[str, bytes]], row: int, policy: CharsetPolicy = CharsetPolicy(),
             **keys: str | bytes) -> tuple[Identifier, dict[int, bytes]]:
     query = parse_find(identifier(**keys), SR, False)
-    response = find_response(query, columns(*records), row, "QRSCP", policy)
+    response = find_response(query, columns(*records).record(row, query.response_fields()), "QRSCP", policy)
     return response, raw_values(response)
 
 
@@ -660,7 +684,8 @@ def test_response_is_written_as_it_is():
     for implicit in (False, True):
         query = parse_find(identifier(implicit=implicit, QueryRetrieveLevel="SERIES", SpecificCharacterSet="ISO_IR 100",
                                       StudyInstanceUID="", SeriesNumber="", PatientName=""), SR, False)
-        data = encode_identifier(find_response(query, columns(*records), 0, "QR", CharsetPolicy()),
+        data = encode_identifier(find_response(query, columns(*records).record(0, query.response_fields()), "QR",
+                                               CharsetPolicy()),
                                  IMPLICIT_VR_LE if implicit else EXPLICIT_VR_LE)
         back = read_dataset(BytesIO(data), implicit, True)
         assert back.get_item(0x00100010).value == "Müller".encode("latin-1")
@@ -727,9 +752,7 @@ def test_response_elements_in_tag_order():
 
 def test_queries_over_fifty_thousand_records():
     count = 50_000
-    records = columns()
-    for tag in records:
-        records[tag] = [b""] * count
+    records: dict[int, list[bytes]] = {tag: [b""] * count for tag in [*INDEXED, SPECIFIC_CHARACTER_SET]}
     records[0x00100020] = [b"P%d" % (n // 50) for n in range(count)]
     records[0x0020000D] = [b"1.2.%d" % (n // 50) for n in range(count)]
     records[0x0020000E] = [b"1.2.%d.%d" % (n // 50, n // 10) for n in range(count)]
@@ -743,10 +766,10 @@ def test_queries_over_fifty_thousand_records():
         (SR, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", "StudyDate": "20210301-20210601"}, 1000),
         (PR, {"QueryRetrieveLevel": "SERIES", "PatientID": "P7", "StudyInstanceUID": "", "SeriesInstanceUID": ""}, 5),
     ]
-    shared = Columns(records, {})
+    table = RecordTable(count, range(count), records)
     for model, keys, expected in queries:
         query = parse_find(identifier(**keys), model, False)
-        assert [len(find_matches(query, shared)) for _ in range(2)] == [expected] * 2, keys
+        assert [len(find_matches(query, table)) for _ in range(2)] == [expected] * 2, keys
 
 
 # --- against DCMTK's dcmqrscp -------------------------------------------------------------------------------------
@@ -799,8 +822,8 @@ ORACLE_QUERIES: list[tuple[Model, dict[str, str]]] = [
 ]
 
 
-def _oracle_area(area: Path) -> dict[int | str, list[bytes]]:
-    """Store ORACLE_RECORDS as files, index them with dcmqridx; return our columns for them."""
+def _oracle_area(area: Path) -> RecordTable:
+    """Store ORACLE_RECORDS as files, index them with dcmqridx; return our record table for them."""
     files = []
     for n, values in enumerate(ORACLE_RECORDS):
         ds = Dataset()
@@ -821,10 +844,10 @@ def _oracle_area(area: Path) -> dict[int | str, list[bytes]]:
         files.append(str(path))
     subprocess.run([dcmtk("dcmqridx"), str(area), *files], env=dcmtk_env(), check=True, capture_output=True)
     stored = [dcmread(path) for path in files]
-    result: dict[int | str, list[bytes]] = {
+    result: dict[int, list[bytes]] = {
         tag: [(ds.get_item(tag).value or b"").rstrip(b" \0") if tag in ds else b"" for ds in stored] for tag in INDEXED}
-    result["charset"] = [values.get("SpecificCharacterSet", "").encode() for values in ORACLE_RECORDS]
-    return result
+    result[SPECIFIC_CHARACTER_SET] = [values.get("SpecificCharacterSet", "").encode() for values in ORACLE_RECORDS]
+    return RecordTable(len(stored), range(len(stored)), result)
 
 
 #: Request character sets DCMTK (Debian's iconv build) cannot convert to and we do (README difference 19).
@@ -841,17 +864,16 @@ def _decoded(identifier: Dataset) -> dict[int, str]:
     return {int(elem.tag): str(elem.value) for elem in identifier}
 
 
-def _our_answer(model: Model, request: Dataset, columns: dict[int | str, list[bytes]]) -> tuple[int, list]:
+def _our_answer(model: Model, request: Dataset, table: RecordTable) -> tuple[int, list]:
     """Final status and response identifiers of our C-FIND for ``request``, as received."""
     try:
         query = parse_find(decode_identifier(encode(request, False, True), EXPLICIT_VR_LE), model, False)
-        rows = find_matches(query, columns)
+        rows = find_matches(query, table)
     except QueryError as error:
         return error.status, []
-    return 0x0000, [_decoded(decode(BytesIO(encode_identifier(find_response(query, columns, row, "QR",
-                                                                            CharsetPolicy()), EXPLICIT_VR_LE)),
-                                    False, True))
-                    for row in rows]
+    return 0x0000, [_decoded(decode(BytesIO(encode_identifier(
+        find_response(query, table.record(row, query.response_fields()), "QR", CharsetPolicy()), EXPLICIT_VR_LE)),
+        False, True)) for row in rows]
 
 
 @pytest.mark.dcmtk

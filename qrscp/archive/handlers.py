@@ -184,12 +184,13 @@ class AreaFindHandler:
     def find(self, sop_class_uid: str, identifier: Identifier) -> Iterator[Identifier]:
         try:
             query = matching.parse_find(identifier, matching.FIND_MODELS[sop_class_uid], self.check_find)
-            columns = self.area.read_columns(query.fields())
-            rows = matching.find_matches(query, columns)
+            fields = query.response_fields()
+            with self.area.records(query.fields()) as table:
+                records = [table.record(slot, fields) for slot in matching.find_matches(query, table)]
         except matching.QueryError as error:
             raise _request_failed(error) from error
-        return (matching.find_response(query, columns, row, self.retrieve_ae_title, self.charset_policy)
-                for row in rows)
+        return (matching.find_response(query, record, self.retrieve_ae_title, self.charset_policy)
+                for record in records)
 
 
 # -- retrieval ------------------------------------------------------------------------------------------
@@ -210,12 +211,12 @@ class AreaRetrieveHandler:
             query = matching.parse_retrieve(identifier, model, self.check_move)
         except matching.QueryError as error:
             raise _request_failed(error) from error
-        fields = list(dict.fromkeys([*query.fields(), "filename", "sop_class_uid", _SOP_INSTANCE_UID]))
-        columns = self.area.read_columns(fields)
-        filenames, classes, instances = columns["filename"], columns["sop_class_uid"], columns[_SOP_INSTANCE_UID]
-        return [Instance(raw_text(classes[row]), raw_text(instances[row]),
-                         filenames[row].decode("utf-8", "surrogateescape"))
-                for row in matching.retrieve_matches(query, columns)]
+        with self.area.records(query.fields()) as table:
+            slots = matching.retrieve_matches(query, table)
+            instances = table.values(_SOP_INSTANCE_UID)
+            return [Instance(raw_text(sop_class_uid), raw_text(instances[slot]),  # type: ignore[arg-type]
+                             filename.decode("utf-8", "surrogateescape"))
+                    for slot, (filename, sop_class_uid) in zip(slots, self.area.locations(slots))]
 
     @contextmanager
     def open(self, instance: Instance) -> Iterator[StoredInstance]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from itertools import compress
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 FILE_NAME = "index.dat"
 
@@ -220,12 +220,16 @@ def decode_descriptors(block: bytes) -> list[StudyDescriptor]:
             for uid, size, date, count in _DESCRIPTOR.iter_unpack(block)]
 
 
+def encode_descriptor(descriptor: StudyDescriptor) -> bytes:
+    """The 88 bytes of one descriptor, zero-filled after its UID."""
+    return _DESCRIPTOR.pack(descriptor.study_instance_uid[:64], descriptor.study_size & 0xFFFFFFFF,
+                            descriptor.last_recorded_date, descriptor.image_count & 0xFFFFFFFF)
+
+
 def encode_descriptors(descriptors: Sequence[StudyDescriptor]) -> bytes:
-    """The descriptor block for ``descriptors`` (500 of them), zero-filled after each UID."""
+    """The descriptor block for ``descriptors`` (500 of them)."""
     assert len(descriptors) == MAX_STUDIES
-    return b"".join(_DESCRIPTOR.pack(d.study_instance_uid[:64], d.study_size & 0xFFFFFFFF,
-                                     d.last_recorded_date, d.image_count & 0xFFFFFFFF)
-                    for d in descriptors)
+    return b"".join(map(encode_descriptor, descriptors))
 
 
 # --- image records -----------------------------------------------------------------------------------
@@ -255,7 +259,8 @@ class Record:
         return self.params[STUDY_INSTANCE_UID.index]
 
 
-def _c_string(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
+def string_value(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
+    """The C string of ``field`` in the record at ``base`` of ``data``."""
     start = base + field.offset
     return bytes(data[start:start + field.size]).split(b"\0", 1)[0]
 
@@ -263,14 +268,31 @@ def _c_string(data: bytes | memoryview, field: Field, base: int = 0) -> bytes:
 def decode_record(data: bytes | memoryview, base: int = 0) -> Record:
     """The record at ``base`` in ``data`` (a whole record must be there)."""
     return Record(
-        filename=_c_string(data, FILENAME, base),
-        sop_class_uid=_c_string(data, SOP_CLASS_UID, base),
+        filename=string_value(data, FILENAME, base),
+        sop_class_uid=string_value(data, SOP_CLASS_UID, base),
         recorded_date=_DATE.unpack_from(data, base + RECORDED_DATE.offset)[0],
         image_size=_SIZE.unpack_from(data, base + IMAGE_SIZE.offset)[0],
         hstat=data[base + HSTAT.offset],
-        params=[_c_string(data, param.field, base) for param in PARAMS],
-        instance_description=_c_string(data, INSTANCE_DESCRIPTION, base),
+        params=[string_value(data, param.field, base) for param in PARAMS],
+        instance_description=string_value(data, INSTANCE_DESCRIPTION, base),
     )
+
+
+def record_values(data: bytes, tags: Iterable[int]) -> dict[int, bytes]:
+    """The values of the params ``tags`` in the record ``data`` (its 8032 bytes), as :func:`param_column`
+    reads them: cut by ``ValueLength``, or as C strings if it is implausible."""
+    values = {}
+    for tag in tags:
+        param = PARAM_BY_TAG[tag]
+        length = _PARAM.unpack_from(data, param.offset)[1]
+        start = param.field.offset
+        values[tag] = data[start:start + length] if length <= param.max_length else string_value(data, param.field)
+    return values
+
+
+def record_params(record: Record) -> dict[int, bytes]:
+    """The value of each param tag (the first param of each) as ``record`` stores it in its slot."""
+    return {tag: stored_value(param.field, record.params[param.index]) for tag, param in PARAM_BY_TAG.items()}
 
 
 def stored_value(field: Field, value: bytes) -> bytes:
@@ -363,9 +385,14 @@ def string_column(buffer: bytes | memoryview, field: Field, slots: Sequence[int]
 
 
 def param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int]) -> list[bytes]:
+    """The value of ``param`` for each of ``slots`` (see :func:`iter_param_column`)."""
+    return list(iter_param_column(buffer, param, slots))
+
+
+def iter_param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int]) -> Iterator[bytes]:
     """The value of ``param`` for each of ``slots`` (ascending live slots of ``buffer``), cut by its
-    ``ValueLength`` (which DCMTK keeps equal to the string length and trusts too). Falls back to C-string
-    reads if a length is implausible."""
+    ``ValueLength`` (which DCMTK keeps equal to the string length and trusts too), one at a time. Falls
+    back to C-string reads if a length is implausible."""
     slots_in_file = slot_count(len(buffer))
     length_at = RECORDS_OFFSET + param.offset + 8
     end = RECORDS_OFFSET + slots_in_file * RECORD_SIZE
@@ -375,8 +402,8 @@ def param_column(buffer: bytes | memoryview, param: Param, slots: Sequence[int])
         low, high = bytes(map(low.__getitem__, slots)), bytes(map(high.__getitem__, slots))
     lengths: Sequence[int] = low if high.count(0) == len(high) else [a | b << 8 for a, b in zip(low, high)]
     if lengths and max(lengths) > param.max_length:
-        return string_column(buffer, param.field, slots)
-    return [buffer[o:o + n] for o, n in zip(_offsets(param.field, slots, slots_in_file), lengths)]
+        return iter(string_column(buffer, param.field, slots))
+    return (buffer[o:o + n] for o, n in zip(_offsets(param.field, slots, slots_in_file), lengths))
 
 
 def recorded_date_and_size(buffer: bytes | memoryview, slot: int) -> tuple[float, int]:

@@ -1,11 +1,11 @@
 """Query keys, matching by VR and the hierarchical search of C-FIND, C-MOVE and C-GET (docs/matching.md).
 
-The archive hands us its records as columns (one list of raw value bytes per index field, in slot
-order, see ``StorageArea.read_columns``); a query is matched against whole columns at once: each key
-is compiled once into a predicate, the cheapest and most selective keys run first, and only the rows
-that survive are looked at by the next key. From the second search of a column on, while the index is
-unchanged, the first key is answered from a lookup table of that column (trimmed value -> rows, kept
-in ``Columns.derived``): plain values are looked up, other predicates run once per distinct value.
+The archive hands us its records as a ``RecordTable`` (``records.py``): the values of the fields a query
+needs, by slot, and for each searched field a lookup of its distinct values. Each key is compiled once
+into a test; the key expected to select the fewest records (an exact value or UID list, by the sizes of
+its lookup entries) takes its records from its lookup, testing each distinct value once, and only
+those records are tested for the other keys. So a query costs in proportion to the distinct values of
+its first key and to the records it selects, not to the records of the area (docs/matching.md §3).
 
 Reference behaviours reproduced here: the 30 keys of DCMTK's ``TbFindAttr`` with their levels; only
 the unique keys of the levels above the query level take part in matching, plus every key of the
@@ -18,7 +18,8 @@ ends at the first matching record without Specific Character Set (its response w
 Character sets (docs/matching.md §4, ``charset.py``): a key of a VR affected by the character set is compared in
 UTF-8 when the request's and the record's sets differ and one of them is neither ASCII nor UTF-8; a
 side that cannot be converted is compared as it is, with DCMTK's warning (the query key's once per
-C-FIND, a candidate's once per record compared).
+C-FIND, a candidate's once per record compared). A stored value is converted once, when a search first
+needs it, and kept with its lookup key (``RecordTable.notes``) with what DCMTK logs comparing it.
 
 Deliberate differences: a non-empty PatientComments/AdditionalPatientHistory key never matches
 (docs/differences.md #11); the entities already reported by an earlier C-FIND of the same association do not
@@ -34,18 +35,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import contains, itemgetter, ne, or_
 
 
+from qrscp.archive.records import LookupKey, RecordTable, charset_keyed, count_of, slots_of
 from qrscp.dicom import charset as cs
 from qrscp.dicom import dictionary
 from qrscp.dicom.elements import raw_bytes
 from qrscp.dicom.identifiers import Identifier, make_identifier
-from qrscp.log import DB, get_logger
+from qrscp.log import DATA, DB, get_logger
 
 #: Query/Retrieve levels, numbered as DCMTK does in its log lines.
 PATIENT, STUDY, SERIES, IMAGE = range(4)
@@ -187,12 +190,16 @@ class Query:
         """The normalised QueryRetrieveLevel (``STUDY`` for a request's ``study`` or ``STUDYX``)."""
         return LEVELS[self.level]
 
-    def fields(self) -> list[int | str]:
-        """The columns ``read_columns`` must supply for matching and for the responses."""
-        tags = {tag for tag in self.keys if KEYS[tag].indexed}
+    def fields(self) -> list[int]:
+        """The fields (tags) the record table must hold for matching and for the responses."""
+        tags = {tag for tag in self.keys if KEYS[tag].indexed} | {SPECIFIC_CHARACTER_SET}
         if self.retrieve:
-            return sorted(tags | {SOP_INSTANCE_UID}) + ["charset", "filename", "sop_class_uid"]
-        return sorted(tags | set(UNIQUE_KEYS[:self.level + 1])) + ["charset"]
+            return sorted(tags | {SOP_INSTANCE_UID})
+        return sorted(tags | set(UNIQUE_KEYS[:self.level + 1]))
+
+    def response_fields(self) -> list[int]:
+        """The fields a C-FIND response is made of (:func:`find_response`)."""
+        return [*self.response_vrs, SPECIFIC_CHARACTER_SET]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,10 +321,6 @@ def parse_time(value: bytes) -> float | None:
     return (h * 60 + m) * 60 + s if h < 24 and m < 60 and s <= 60 else None
 
 
-def _never(_: bytes) -> bool:
-    return False
-
-
 def _per_distinct(test: Callable[[bytes], object]) -> Test:
     """Run an expensive ``test`` once per distinct value."""
     def many(values: Iterable[bytes]) -> Iterable[object]:
@@ -327,20 +330,31 @@ def _per_distinct(test: Callable[[bytes], object]) -> Test:
     return many
 
 
-def _range_test(query: bytes, parse: Callable[[bytes], object]) -> Test:
-    """Single value or range ``a-b``, ``-b``, ``a-`` (split at the first dash) of dates or times.
+class _Range:
+    """Single value or range ``a-b``, ``-b``, ``a-`` (split at the first dash) of dates or times: a
+    :data:`Test`, and :meth:`accepts` for a candidate already parsed.
 
     A part that does not parse matches nothing, nor does a candidate that does not parse.
     """
-    first, dash, second = query.partition(b"-")
-    low = parse(first) if first else None
-    high = parse(second) if second else None
-    if (first and low is None) or (second and high is None):
-        return functools.partial(map, _never)
-    if not dash:
-        return _per_distinct(lambda value: parse(value) == low)
-    return _per_distinct(lambda value: (v := parse(value)) is not None
-                         and (low is None or low <= v) and (high is None or v <= high))
+
+    def __init__(self, query: bytes, parse: Callable[[bytes], object]) -> None:
+        self.parse = parse
+        first, dash, second = query.partition(b"-")
+        self.low = parse(first) if first else None
+        self.high = parse(second) if second else None
+        self.valid = not ((first and self.low is None) or (second and self.high is None))
+        self.single = not dash
+
+    def accepts(self, parsed: object) -> bool:
+        """Whether a candidate that ``parse`` gave ``parsed`` matches."""
+        if not self.valid or parsed is None:
+            return False
+        if self.single:
+            return parsed == self.low
+        return (self.low is None or self.low <= parsed) and (self.high is None or parsed <= self.high)  # type: ignore
+
+    def __call__(self, values: Iterable[bytes]) -> Iterable[object]:
+        return _per_distinct(lambda value: self.accepts(self.parse(value)))(values)
 
 
 def _wildcard_test(query: bytes) -> Test:
@@ -372,10 +386,8 @@ def _exact_values(vr: str, query: bytes) -> frozenset[bytes] | None:
 
 def _compile(vr: str, query: bytes) -> Test:
     """The test of trimmed candidates against the trimmed, non-empty ``query`` for ``vr``."""
-    if vr == "DA":
-        return _range_test(query, parse_date)
-    if vr == "TM":
-        return _range_test(query, parse_time)
+    if vr in _PARSERS:
+        return _Range(query, _PARSERS[vr])
     exact = _exact_values(vr, query)
     if exact is None:
         return _wildcard_test(query)
@@ -383,6 +395,8 @@ def _compile(vr: str, query: bytes) -> Test:
 
 
 _COST = {"UI": 0, "DA": 3, "TM": 3}
+_PARSERS = {"DA": parse_date, "TM": parse_time}
+_UNPARSED = object()
 
 
 class _Matcher:
@@ -416,219 +430,278 @@ class _Matcher:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scanning the columns
+# Searching the record table
 
 
-def _pick(column: Sequence[bytes], rows: Sequence[int] | None) -> Sequence[bytes]:
-    """The values of ``column`` at ``rows`` (None: all)."""
-    if rows is None:
-        return column
-    return itemgetter(*rows)(column) if len(rows) > 1 else [column[n] for n in rows]
+@dataclass(frozen=True)
+class _Candidate:
+    """A stored value as a search in UTF-8 compares it (kept with its key, ``RecordTable.notes``): the
+    bytes compared (converted, or as they are when that fails; trimmed) and what DCMTK logs each time it
+    compares a record holding it: warnings about reading it, the conversion's failure, and
+    (``reselect``) the failed selection of the record's character set, which DCMTK tries for every record."""
 
+    compared: bytes
+    warnings: tuple[str, ...] = ()
+    error: cs.CharsetError | None = None
+    reselect: bool = False
 
-def _select_from_table(table: dict[bytes, list[int]], matcher: _Matcher) -> list[int]:
-    """Every row whose value matches, from its column's lookup table (no record needs converting): plain
-    values are looked up, another test runs once per distinct value."""
-    if matcher.exact is not None:
-        found = [table[value] for value in matcher.exact if value in table]
-    else:
-        found = list(compress(table.values(), matcher.test(list(table))))
-    return list(found[0]) if len(found) == 1 else sorted(chain.from_iterable(found))
+    @property
+    def noisy(self) -> bool:
+        return bool(self.warnings or self.error)
+
+    @classmethod
+    def of(cls, value: bytes, record: str, vr: str) -> _Candidate:
+        """``value`` (trimmed) of a record in the character set ``record``, as compared in UTF-8."""
+        if not cs.needs_utf8_conversion(record):
+            return cls(value)
+        source = cs.source_of(record)
+        if isinstance(source, cs.CharsetError):
+            return cls(value, error=source, reselect=True)
+        warnings: list[str] = []
+        try:
+            return cls(source.to_utf8(value, vr, warnings.append).strip(_PAD), tuple(warnings))
+        except cs.CharsetError as error:
+            return cls(value, tuple(warnings), error)
 
 
 class _Scan:
-    """The columns of one search, and which records need a character set conversion to be compared."""
+    """One search of a record table, and which records need a character set conversion to be compared."""
 
-    def __init__(self, query: Query, columns: dict[int | str, list[bytes]]) -> None:
+    def __init__(self, query: Query, table: RecordTable) -> None:
         self.query = query
-        self.columns = columns
-        # kept with the columns while the index is unchanged (``Columns.derived``), else for this search
-        self.derived: dict[object, object] = getattr(columns, "derived", {})
-        self.charsets = columns["charset"]
+        self.table = table
         request = query.request_charset
-        # record's Specific Character Set (raw) -> its string, for the records compared in UTF-8,
-        # in the order of their first records
+        # record's Specific Character Set (raw) -> its string, for the records compared in UTF-8
         self.converted: dict[bytes, str] = {}
-        distinct = self.derived.get("charsets")
-        if distinct is None:
-            distinct = self.derived["charsets"] = list(dict.fromkeys(self.charsets))
-        for raw in distinct:
+        for raw in table.charsets():
             record = cs.parse_charset(raw)
             if record != request and (cs.needs_utf8_conversion(record) or cs.needs_utf8_conversion(request)):
                 self.converted[raw] = record
 
-    def _lookup_table(self, tag: int) -> dict[bytes, list[int]] | None:
-        """The column of ``tag`` as trimmed value -> its rows, in order; None the first time the column is
-        searched since the index changed (a table costs about three scans: it pays from the second on)."""
-        table = self.derived.get(("lookup", tag))
-        if table is None and self.derived.pop(("searched", tag), False):
-            table = self.derived[("lookup", tag)] = {}
-            for row, value in enumerate(self.columns[tag]):
-                table.setdefault(value.strip(_PAD), []).append(row)
-        elif table is None:
-            self.derived[("searched", tag)] = True
-        return table
+    def select(self, matchers: list[_Matcher]) -> list[int]:
+        """The live slots whose records match every one of ``matchers``, ascending. The key expected to
+        select the fewest records selects them from its lookup; each other key tests only those."""
+        if not matchers:
+            return self.table.live_slots()
+        searches = sorted((_KeySearch(self, matcher) for matcher in matchers), key=_KeySearch.order)
+        rows = searches[0].everywhere()
+        for search in searches[1:]:
+            if not rows:
+                break
+            rows = search.among(rows)
+        return rows
 
-    def select(self, rows: list[int] | None, matcher: _Matcher) -> list[int]:
-        """The ``rows`` (None: all) whose value matches, in their order."""
-        if matcher.never:
-            return []
-        if rows is None and not (self.converted and matcher.key.vr in cs.AFFECTED_VRS):
-            table = self._lookup_table(matcher.key.tag)
-            if table is not None:
-                return _select_from_table(table, matcher)
-        values = _pick(self.columns[matcher.key.tag], rows)
-        matches = list(matcher.test(map(bytes.strip, values, repeat(_PAD))))
-        if self.converted and matcher.key.vr in cs.AFFECTED_VRS:
-            charsets = _pick(self.charsets, rows)
-            for raw, record in self.converted.items():
-                positions = list(compress(range(len(values)), map(raw.__eq__, charsets)))
-                if positions:
-                    test = matcher.utf8_test(record) if cs.needs_utf8_conversion(self.query.request_charset) \
-                        else matcher.test
-                    group = self._compared_values(_pick(values, positions), record, matcher.key.vr)
-                    for position, match in zip(positions, test(map(bytes.strip, group, repeat(_PAD)))):
-                        matches[position] = match
-        return list(compress(range(len(values)) if rows is None else rows, matches))
-
-    def _compared_values(self, values: Sequence[bytes], record: str, vr: str) -> Sequence[bytes]:
-        """``values`` of records in the character set ``record`` as they are compared (UTF-8 if needed).
-
-        A value that cannot be converted is compared as it is; DCMTK warns for each such record.
-        """
-        if not cs.needs_utf8_conversion(record):
-            return values
-        try:
-            source = cs.select_source(record)
-        except cs.CharsetError as error:
-            self._candidate_failed(error, record)
-            for _ in range(len(values) - 1):     # DCMTK selects (and fails, logging) again for each record
-                with contextlib.suppress(cs.CharsetError):
-                    cs.select_source(record)
-                self._candidate_failed(error, record)
-            return values
-        if source.code_extensions:          # reading a value may log: once per record, as DCMTK
-            return [self._candidate_utf8(source, value, record, vr) for value in values]
-        converted: dict[bytes, bytes] = {}
-        failures: dict[bytes, cs.CharsetError] = {}
-        for value in set(values):
-            try:
-                converted[value] = source.to_utf8(value, vr)
-            except cs.CharsetError as error:
-                converted[value], failures[value] = value, error
-        for value in values if failures else ():
-            if value in failures:
-                self._candidate_failed(failures[value], record)
-        return list(map(converted.__getitem__, values))
-
-    def _candidate_utf8(self, source: cs.Source, value: bytes, record: str, vr: str) -> bytes:
-        """One candidate ``value`` in UTF-8, or as it is (with DCMTK's warning) if that fails."""
-        try:
-            return source.to_utf8(value, vr)
-        except cs.CharsetError as error:
-            self._candidate_failed(error, record)
-            return value
-
-    def _candidate_failed(self, error: cs.CharsetError, record: str) -> None:
+    def candidate_failed(self, error: cs.CharsetError, record: str) -> None:
         get_logger(DB).warning(
             f"Character set conversion of the candidate failed with the following error: '{error}', "
             f"will compare values that use different (incompatible) character sets: "
             f'"{cs.charset_name(self.query.request_charset)}" and "{cs.charset_name(record)}"')
 
 
+class _KeySearch:
+    """One non-universal key against the lookup of its field: each lookup key is decided once."""
+
+    def __init__(self, scan: _Scan, matcher: _Matcher) -> None:
+        self.scan = scan
+        self.matcher = matcher
+        self.tag = tag = matcher.key.tag
+        #: some records are compared in UTF-8 (their value converted, or the query's)
+        self.converting = bool(scan.converted) and matcher.key.vr in cs.AFFECTED_VRS
+        self.results: dict[LookupKey, bool] = {}
+        self.noisy: set[LookupKey] = set()      # the decided keys whose records log when compared
+        #: the lookup keys an exact key selects without testing any (None: every key is tested)
+        self.direct: list[LookupKey] | None = None
+        self.estimate = math.inf
+        if matcher.never:
+            return
+        self.lookup = scan.table.lookup(tag)
+        self.notes = scan.table.notes(tag)
+        if matcher.exact is not None and not self.converting:
+            if charset_keyed(tag):
+                self.direct = [key for charset in scan.table.charsets() for value in matcher.exact
+                               if (key := (charset, value)) in self.lookup]
+            else:
+                self.direct = [value for value in matcher.exact if value in self.lookup]
+            self.estimate = sum(count_of(self.lookup[key]) for key in self.direct)
+
+    def order(self) -> tuple[int, float]:
+        """Keys that never match first, then by kind of test, then by how many records they select."""
+        return self.matcher.cost, self.estimate
+
+    def everywhere(self) -> list[int]:
+        """Every live slot whose value matches (every record is compared)."""
+        if self.matcher.never:
+            return []
+        keys = self.direct
+        if keys is None:
+            keys = list(self.lookup)
+            keys = list(compress(keys, self._decide(keys)))
+        if self.converting:
+            self._log_compared(self.scan.converted, [(slot, key) for key in self.noisy
+                                                     for slot in slots_of(self.lookup[key])])
+        found = [slots_of(self.lookup[key]) for key in keys]
+        return list(found[0]) if len(found) == 1 else sorted(chain.from_iterable(found))
+
+    def among(self, rows: list[int]) -> list[int]:
+        """The ``rows`` (ascending live slots) whose value matches."""
+        if self.matcher.never:
+            return []
+        key = self.scan.table.key
+        keys = [key(self.tag, row) for row in rows]
+        decided = self._decide(keys)
+        if self.converting:
+            self._log_compared({key[0] for key in keys},   # type: ignore[index]
+                               [(row, key) for row, key in zip(rows, keys) if key in self.noisy])
+        return list(compress(rows, decided))
+
+    def _decide(self, keys: Sequence[LookupKey]) -> list[bool]:
+        """Whether each of ``keys`` matches (each decided once per search; what it takes to decide, a
+        parsed date or a converted value, once per key and table)."""
+        results = self.results
+        new = [key for key in dict.fromkeys(keys) if key not in results]
+        if new:
+            matcher, notes = self.matcher, self.notes
+            if isinstance(matcher.test, _Range):
+                for key in new:
+                    parsed = notes.get(key, _UNPARSED)
+                    if parsed is _UNPARSED:
+                        parsed = notes[key] = matcher.test.parse(key)  # type: ignore[arg-type]
+                    results[key] = matcher.test.accepts(parsed)
+            else:
+                converted = self.scan.converted if self.converting else {}
+                plain = [key for key in new if key[0] not in converted] if converted else new  # type: ignore
+                values = [key[1] for key in plain] if charset_keyed(self.tag) else plain  # type: ignore[index]
+                results.update(zip(plain, map(bool, matcher.test(values))))  # type: ignore[arg-type]
+                groups: dict[bytes, list[LookupKey]] = {}
+                for key in new if converted else ():
+                    if key[0] in converted:  # type: ignore[index]
+                        groups.setdefault(key[0], []).append(key)  # type: ignore[index]
+                request = self.scan.query.request_charset
+                for raw, group in groups.items():
+                    record = converted[raw]
+                    test = matcher.utf8_test(record) if cs.needs_utf8_conversion(request) else matcher.test
+                    candidates = [notes.get(key) or notes.setdefault(key, _Candidate.of(key[1], record,
+                                                                                        matcher.key.vr))
+                                  for key in group]  # type: ignore[index]
+                    results.update(zip(group, map(bool, test([c.compared for c in candidates]))))  # type: ignore
+                    self.noisy.update(key for key, c in zip(group, candidates) if c.noisy)  # type: ignore
+        return [results[key] for key in keys]
+
+    def _log_compared(self, charsets: Iterable[bytes], noisy: list[tuple[int, LookupKey]]) -> None:
+        """What DCMTK logs comparing records in UTF-8: the selection of each converted character set among
+        ``charsets`` (the records' ones), then for each record that logs something (``noisy``: slot and
+        key), in slot order, its warnings."""
+        for raw in charsets:
+            record = self.scan.converted.get(raw)
+            if record is not None and cs.needs_utf8_conversion(record) and \
+                    not isinstance(cs.source_of(record), cs.CharsetError):
+                cs.select_source(record)   # logs what DCMTK logs selecting it
+        data_log = get_logger(DATA)
+        for _, key in sorted(noisy, key=itemgetter(0)):
+            record = self.scan.converted[key[0]]  # type: ignore[index]
+            candidate: _Candidate = self.notes[key]  # type: ignore[assignment]
+            if candidate.reselect:
+                with contextlib.suppress(cs.CharsetError):
+                    cs.select_source(record)
+            for warning in candidate.warnings:
+                data_log.warning(warning)
+            if candidate.error is not None:
+                self.scan.candidate_failed(candidate.error, record)
+
+
 def _matchers(query: Query, tags: list[int]) -> list[_Matcher]:
-    """The compiled non-universal keys among ``tags``, cheapest first."""
-    matchers = [_Matcher(KEYS[tag], query.keys[tag], query.request_charset)
-                for tag in tags if query.keys[tag].strip(_PAD)]
-    return sorted(matchers, key=lambda m: m.cost)
+    """The compiled non-universal keys among ``tags``."""
+    return [_Matcher(KEYS[tag], query.keys[tag], query.request_charset) for tag in tags if query.keys[tag].strip(_PAD)]
 
 
-def _search(query: Query, columns: dict[int | str, list[bytes]]) -> list[int] | None:
-    """DCMTK's ``hierarchicalCompare`` over all records: the matching rows in slot order (None: all).
+def _search(query: Query, table: RecordTable) -> list[int]:
+    """DCMTK's ``hierarchicalCompare`` over all records: the matching slots, ascending.
 
     Raises QueryError(0xC000) exactly when the reference's compare fails on some record: the query
     level is above the model's top, or a record matches the unique keys of the levels above a level
     whose unique key the identifier lacks.
     """
-    scan = _Scan(query, columns)
-    rows: list[int] | None = None
+    scan = _Scan(query, table)
     if query.level < query.model.top:
-        if scan.charsets:
+        if table.live_count:
             raise QueryError(STATUS_UNABLE_TO_PROCESS,
                              f"hierarchicalCompare : query level {query.level} is above the information model",
                              None)
         return []
+    higher: list[int] = []
     for level in range(query.model.top, query.level):
         uid = UNIQUE_KEYS[level]
         if uid not in query.keys:
-            if scan.charsets if rows is None else rows:
+            if scan.select(_matchers(query, higher)):
                 raise QueryError(STATUS_UNABLE_TO_PROCESS,
                                  f"hierarchicalCompare : No UID Key found at level {level}", logging.WARNING)
             return []
-        for matcher in _matchers(query, [uid]):
-            rows = scan.select(rows, matcher)
+        higher.append(uid)
     study_root_patient_keys = query.model.top == STUDY and query.level == STUDY
     at_level = [tag for tag in query.keys
                 if KEYS[tag].level == query.level or (study_root_patient_keys and KEYS[tag].level == PATIENT)]
-    for matcher in _matchers(query, at_level):
-        rows = scan.select(rows, matcher)
-    return rows
+    return scan.select(_matchers(query, higher + at_level))
 
 
-def find_matches(query: Query, columns: dict[int | str, list[bytes]]) -> list[int]:
-    """The C-FIND responses: the row of the first record of each distinct entity, in slot order.
+def _pick(column: Sequence[bytes | None], rows: Sequence[int]) -> Sequence[bytes]:
+    """The values of ``column`` at ``rows``."""
+    return itemgetter(*rows)(column) if len(rows) > 1 else [column[n] for n in rows]  # type: ignore[return-value]
+
+
+def find_matches(query: Query, table: RecordTable) -> list[int]:
+    """The C-FIND responses: the slot of the first record of each distinct entity, ascending.
 
     Raises QueryError(0xC000) when the reference's C-FIND fails (see ``_search``).
     """
-    matches = _search(query, columns)
+    matches = _search(query, table)
     # One response per entity: PatientID, + StudyInstanceUID, + SeriesInstanceUID, + SOPInstanceUID.
     # The records of an entity usually follow each other: compare neighbours first, then keep the
     # first record of each entity among those left. (No object per record that the garbage
     # collector would have to track: the identities are NUL-joined bytes, as the fields are C strings.)
-    identity = [_pick(columns[tag], matches) for tag in UNIQUE_KEYS[:query.level + 1]]
-    count = len(identity[0])
+    identity = [_pick(table.values(tag), matches) for tag in UNIQUE_KEYS[:query.level + 1]]
+    count = len(matches)
     changed = map(ne, identity[0][1:], identity[0][:-1])
     for values in identity[1:]:
         changed = map(or_, changed, map(ne, values[1:], values[:-1]))
     starts = [0, *compress(range(1, count), changed)] if count else []
     entities = list(map(b"\0".join, zip(*(_pick(values, starts) for values in identity))))
     first = dict(zip(reversed(entities), reversed(starts)))
-    everything = range(count) if matches is None else matches
-    rows = [everything[n] for n in sorted(first.values())]
+    rows = [matches[n] for n in sorted(first.values())]
     if not any(KEYS[tag].indexed for tag in query.keys):
         # The response to a record without Specific Character Set would be empty: DCMTK ends there.
-        charsets = columns["charset"]
+        charsets = table.values(SPECIFIC_CHARACTER_SET)
         rows = rows[:next((n for n, row in enumerate(rows) if not charsets[row]), len(rows))]
     return rows
 
 
-def retrieve_matches(query: Query, columns: dict[int | str, list[bytes]]) -> list[int]:
-    """The C-MOVE/C-GET sub-operations: every matching record, in slot order (docs/matching.md §8).
+def retrieve_matches(query: Query, table: RecordTable) -> list[int]:
+    """The C-MOVE/C-GET sub-operations: the slots of every matching record, ascending (docs/matching.md §8).
 
     The failures of a C-FIND match nothing here.
     """
     try:
-        rows = _search(query, columns)
+        return _search(query, table)
     except QueryError:
         return []
-    return list(range(len(columns["charset"]))) if rows is None else rows
 
 
 # ---------------------------------------------------------------------------------------------
 # Responses
 
 
-def find_response(query: Query, columns: dict[int | str, list[bytes]], row: int, retrieve_ae_title: str,
+def find_response(query: Query, record: Mapping[int, bytes], retrieve_ae_title: str,
                   policy: cs.CharsetPolicy) -> Identifier:
-    """The C-FIND response identifier for the record at ``row`` (docs/matching.md §5).
+    """The C-FIND response identifier for a matching ``record``: its values of ``query.response_fields()``
+    (docs/matching.md §5).
 
     The requested indexed keys with the record's values (empty if it has none), QueryRetrieveLevel
     normalised, RetrieveAETitle, and SpecificCharacterSet, all converted to the character set chosen
     by ``policy`` (logging DCMTK's lines about it). The values are the bytes to send, in tag order.
     """
     vrs = query.response_vrs
-    values, charset = cs.convert_response({tag: (vr, columns[tag][row]) for tag, vr in vrs.items()},
-                                          cs.parse_charset(columns["charset"][row]), query.request_charset, policy)
+    values, charset = cs.convert_response({tag: (vr, record[tag]) for tag, vr in vrs.items()},
+                                          cs.parse_charset(record[SPECIFIC_CHARACTER_SET]), query.request_charset,
+                                          policy)
     elements = [(tag, vrs[tag], value) for tag, value in values.items()]
     elements += [(QUERY_RETRIEVE_LEVEL, "CS", query.level_name.encode()),
                  (RETRIEVE_AE_TITLE, "AE", raw_bytes(retrieve_ae_title))]

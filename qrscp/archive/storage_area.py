@@ -2,15 +2,17 @@
 
 :class:`StorageArea` is DCMTK's DB handle (docs/index-format.md, locking.md, quota.md, storage.md): it
 creates or validates the index when opened, registers instances under the exclusive ``flock``
-(duplicates replaced, quota enforced, study descriptors maintained) and gives readers one consistent
-snapshot of columns under the shared lock. DCMTK's ``dcmqrscp``/``dcmqridx`` can use the same area at the same time.
+(duplicates replaced, quota enforced, study descriptors maintained) and gives readers the live records
+under the shared lock. DCMTK's ``dcmqrscp``/``dcmqridx`` can use the same area at the same time.
 
-Speed that does not decay with the size of the area (docs/differences.md #7): a store does not read the whole
-index. An in-process cache knows the free slots, the slots of each SOP Instance UID and of each study;
-it is trusted only while the file is as we last saw it (size, modification time and the 44,000-byte
-descriptor block, which every DCMTK store rewrites) and rebuilt from the file otherwise, which takes a
-few column reads over an ``mmap``. Every slot the cache names is checked on disk before it is written.
-The columns read for find/move are cached under the same rule.
+Speed that does not decay with the size of the area (docs/differences.md #7, index-format.md §12): neither a
+store nor a query reads the whole index. A worker keeps a :class:`~qrscp.archive.records.RecordTable` of the
+live records (the free slots; the values of the fields it was asked for; their lookups) and the decoded
+study descriptors. They are trusted only while the file is as we last saw it (size, modification time and
+the 44,000-byte descriptor block, which every DCMTK store rewrites); the table is updated slot by slot from
+our own writes and from those of our fellow workers (the journal), and built again from the file after
+any other change, which takes a few column reads over an ``mmap``. Every slot the table names is checked
+on disk before it is written.
 """
 from __future__ import annotations
 
@@ -20,21 +22,23 @@ import mmap
 import os
 import secrets
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, NoReturn, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
 
 from qrscp import log
 from qrscp.archive import index, locking
 from qrscp.archive.index_values import IndexValues
 from qrscp.archive.journal import WriteJournal
+from qrscp.archive.records import SPECIFIC_CHARACTER_SET, RecordTable
 from qrscp.dicom import uids
 from qrscp.dicom.elements import raw_bytes
 
 LOG = log.get_logger(log.DB)
 
 #: read_columns keys naming a param by another name than its tag, and record fields that are no param.
-TAG_ALIASES = {"charset": 0x00080005}
+TAG_ALIASES = {"charset": SPECIFIC_CHARACTER_SET}
 FIELD_ALIASES = {
     "filename": index.FILENAME,
     "sop_class_uid": index.SOP_CLASS_UID,
@@ -44,6 +48,10 @@ SLOT = "slot"
 _MAX_NAME_TRIES = 1024
 #: Column reads touch nearly every page of the index: fault them in at once.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+SOP_INSTANCE_UID = index.SOP_INSTANCE_UID.tag
+STUDY_INSTANCE_UID = index.STUDY_INSTANCE_UID.tag
+#: The field every record table holds: duplicates are found by it.
+_TABLE_FIELDS = frozenset({SOP_INSTANCE_UID})
 
 
 class DatabaseError(Exception):
@@ -72,45 +80,41 @@ class Snapshot:
     partial_bytes: int                       # bytes of an incomplete record at the end of the file
 
 
-@dataclass
-class _Slots:
-    """Where things are in the index: the free slots, the slot of each SOP Instance UID and (built when
-    first needed, for quota evictions) the slots of each study."""
+class _Studies:
+    """The study descriptors as decoded from the descriptor block: the descriptor of each study, and the
+    descriptors a registration changed (only those are written back)."""
 
-    count: int                                    # slots in the file
-    free: list[int]                               # a heap
-    by_sop: dict[bytes, int]
-    more_by_sop: dict[bytes, set[int]] = field(default_factory=dict)   # instances indexed more than once
-    by_study: dict[bytes, set[int]] | None = None
-    sop_at: dict[int, bytes] = field(default_factory=dict)             # slot -> its SOP Instance UID
+    def __init__(self, block: bytes, max_studies: int) -> None:
+        self.descriptors = index.decode_descriptors(block)
+        self.max_studies = max_studies
+        self.changed: set[int] = set()
+        self._numbers: dict[bytes, int] | None = None
 
-    def of_sop(self, sop_uid: bytes) -> set[int]:
-        slot = self.by_sop.get(sop_uid)
-        return set() if slot is None else {slot} | self.more_by_sop.get(sop_uid, set())
+    def number(self, study_uid: bytes) -> int | None:
+        """The descriptor of ``study_uid``: the first in use among the first maxStudies (docs/quota.md §2)."""
+        if self._numbers is None:
+            self._numbers = {}
+            for number, descriptor in enumerate(self.descriptors[:self.max_studies]):
+                if descriptor.in_use:
+                    self._numbers.setdefault(descriptor.study_instance_uid, number)
+        return self._numbers.get(study_uid)
 
-    def add(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
-        self.sop_at[slot] = sop_uid
-        first = self.by_sop.setdefault(sop_uid, slot)
-        if first != slot:
-            self.more_by_sop.setdefault(sop_uid, set()).add(slot)
-        if self.by_study is not None:
-            self.by_study.setdefault(study_uid, set()).add(slot)
-        self.count = max(self.count, slot + 1)
+    def reset(self, number: int) -> None:
+        """Descriptor ``number`` becomes free (the caller fills it in for a new study)."""
+        self.descriptors[number] = index.StudyDescriptor()
+        self.changed.add(number)
+        self._numbers = None
 
-    def remove(self, slot: int, sop_uid: bytes, study_uid: bytes) -> None:
-        self.sop_at.pop(slot, None)
-        more = self.more_by_sop.get(sop_uid, set())
-        more.discard(slot)
-        if self.by_sop.get(sop_uid) == slot:
-            if more:
-                self.by_sop[sop_uid] = more.pop()
-            else:
-                del self.by_sop[sop_uid]
-        if not more:
-            self.more_by_sop.pop(sop_uid, None)
-        if self.by_study is not None:
-            self.by_study.get(study_uid, set()).discard(slot)
-        heapq.heappush(self.free, slot)
+    def touch(self, number: int) -> None:
+        """Descriptor ``number`` was changed in place, its study still the same (or just filled in after
+        :meth:`reset`)."""
+        self.changed.add(number)
+
+    def replace(self, descriptors: list[index.StudyDescriptor]) -> None:
+        """All descriptors change."""
+        self.descriptors = descriptors
+        self.changed = set(range(len(descriptors)))
+        self._numbers = None
 
 
 @dataclass
@@ -119,28 +123,9 @@ class _Cache:
 
     key: tuple[int, int, int]            # inode, size, mtime_ns
     descriptor_block: bytes
-    live: list[int] | None = None
-    columns: dict[object, list] = field(default_factory=dict)
-    derived: dict[object, object] = field(default_factory=dict)   # see :class:`Columns`
-    slots: _Slots | None = None
+    table: RecordTable | None = None
+    studies: _Studies | None = None
     journal_seq: int = 0                 # the journal's entries up to this one are reflected here
-
-    def forget_records(self) -> None:
-        """The records changed: columns are read again when next asked for. ``derived`` is replaced,
-        not cleared, so that what a reader computes from columns it read before goes nowhere."""
-        self.live = None
-        self.columns.clear()
-        self.derived = {}
-
-
-class Columns(dict):
-    """What :meth:`StorageArea.read_columns` returns: field -> the values of the live records in slot
-    order, and ``derived``, where readers keep what they compute from these values (lookup tables, say)
-    for as long as the index stays as it was read."""
-
-    def __init__(self, columns: dict[int | str, list], derived: dict[object, object]) -> None:
-        super().__init__(columns)
-        self.derived = derived
 
 
 def _limit(value: int, upper: int, name: str) -> int:
@@ -180,6 +165,8 @@ class StorageArea:
         self.read_only = False
         #: slots written since the last journal entry
         self._written: set[int] = set()
+        #: the fields this handle's record tables hold (a table built again holds them all from the start)
+        self._fields: set[int] = set(_TABLE_FIELDS)
         self._map: mmap.mmap | None = None
         self._cache: _Cache | None = None
         if create_directory and not os.path.isdir(self.directory):
@@ -239,11 +226,20 @@ class StorageArea:
 
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[_Cache]:
-        """The index locked (``LOCK_EX`` or ``LOCK_SH``) with a cache that is valid for it."""
+        """The index locked (``LOCK_EX`` or ``LOCK_SH``) with a cache that is valid for it. The map of the
+        file is dropped when the lock is (its pages would count as the worker's memory); a change that
+        fails half-way drops the cache."""
         self._reopen_if_needed()
         with (locking.exclusive if exclusive else locking.shared)(self._fd):
             self._written = set()
-            yield self._refresh()
+            try:
+                yield self._refresh()
+            except BaseException:
+                if exclusive:
+                    self._cache = None
+                raise
+            finally:
+                self._drop_map()
 
     def _refresh(self) -> _Cache:
         status = os.fstat(self._fd)
@@ -251,7 +247,12 @@ class StorageArea:
         block = os.pread(self._fd, index.DESCRIPTORS_SIZE, index.DESCRIPTORS_OFFSET)
         cache = self._cache
         if cache is None or cache.key != key or cache.descriptor_block != block:
-            if cache is None or not self._catch_up(cache, (status.st_dev, status.st_ino), key, block):
+            try:
+                caught_up = cache is not None and self._catch_up(cache, (status.st_dev, status.st_ino), key, block)
+            except BaseException:
+                self._cache = None   # half caught up
+                raise
+            if not caught_up:
                 self._check_file(status.st_size)
                 cache = self._cache = _Cache(key, block, journal_seq=self.journal.last_seq() if self.journal else 0)
         return cache
@@ -260,7 +261,7 @@ class StorageArea:
         """Bring the cache up to date from the journal of our fellow workers' writes (re-reading only the
         slots they wrote); False when the journal does not account for every change since the cache was
         made (a writer outside this server, such as DCMTK), so that the caller rebuilds."""
-        if self.journal is None or cache.slots is None or cache.key[0] != key[0]:
+        if self.journal is None or cache.key[0] != key[0]:
             return False
         writes = self.journal.writes_since(cache.journal_seq, file_id)
         if not writes:
@@ -272,19 +273,21 @@ class StorageArea:
             state = write.after
         if state != key[1:]:
             return False
-        slots = cache.slots
-        slots.count = max(slots.count, index.slot_count(key[1]))
-        slots.by_study = None  # rebuilt when a quota eviction needs it
-        for slot in sorted({slot for write in writes for slot in write.slots}):
-            old = slots.sop_at.get(slot)
-            if old is not None:
-                slots.remove(slot, old, b"")  # a slot that is live again stays in the free heap: checked on disk
-            record = self._read_record(slot)
-            if record.filename:
-                slots.add(slot, record.sop_instance_uid, record.study_instance_uid)
+        if cache.table is not None:
+            cache.table.resize(index.slot_count(key[1]))
+            self._reread(cache.table, sorted({slot for write in writes for slot in write.slots}))
         cache.key, cache.descriptor_block, cache.journal_seq = key, block, self.journal.last_seq()
-        cache.forget_records()
+        cache.studies = None
         return True
+
+    def _reread(self, table: RecordTable, slots: Iterable[int]) -> None:
+        """Bring ``slots`` of ``table`` up to date from the file."""
+        for slot in slots:
+            data = os.pread(self._fd, index.RECORD_SIZE, index.record_offset(slot))
+            if len(data) == index.RECORD_SIZE and not index.slot_is_free(data[:1]):
+                table.put(slot, index.record_values(data, table.fields))
+            else:
+                table.remove(slot)
 
     def _check_file(self, size: int) -> None:
         """After a change by another writer: the header must still be valid (else DatabaseError); an
@@ -312,9 +315,21 @@ class StorageArea:
             self._map.close()
             self._map = None
 
-    def _remember_own_write(self, cache: _Cache, block: bytes) -> None:
-        """After our own writes: the cache describes the file again (columns are re-read lazily), and the
-        journal tells the other workers which slots changed."""
+    def _remember_own_write(self, cache: _Cache) -> None:
+        """After our own writes (the record table already updated, the changed study descriptors not yet
+        written): write those descriptors; the cache describes the file again, and the journal tells the
+        other workers which slots changed."""
+        studies = self._studies(cache)
+        if studies.changed:
+            block = bytearray(cache.descriptor_block.ljust(index.DESCRIPTORS_SIZE, b"\0"))
+            for number in studies.changed:
+                offset = number * index.DESCRIPTOR_SIZE
+                block[offset:offset + index.DESCRIPTOR_SIZE] = index.encode_descriptor(studies.descriptors[number])
+            start = min(studies.changed) * index.DESCRIPTOR_SIZE   # one write of the span that changed
+            end = (max(studies.changed) + 1) * index.DESCRIPTOR_SIZE
+            self._write([(index.DESCRIPTORS_OFFSET + start, bytes(block[start:end]))])
+            cache.descriptor_block = bytes(block)
+            studies.changed.clear()
         status = os.fstat(self._fd)
         key = (status.st_ino, status.st_size, status.st_mtime_ns)
         if self.journal is not None:
@@ -322,8 +337,6 @@ class StorageArea:
                                                 self._written)
         self._written = set()
         cache.key = key
-        cache.descriptor_block = block
-        cache.forget_records()
 
     def start_association(self) -> None:
         """The handle serves a new association: check the index as the reference's new DB handle does
@@ -348,89 +361,96 @@ class StorageArea:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def _live(self, cache: _Cache) -> list[int]:
-        if cache.live is None:
-            cache.live = index.live_slots(self._buffer(), index.slot_count(cache.key[1]))
-        return cache.live
+    def _column(self, live: list[int], key: int | str) -> list:
+        """The values of ``key`` (see :meth:`read_columns`) of the ``live`` slots, read from the file."""
+        param = index.PARAM_BY_TAG.get(TAG_ALIASES.get(key, key))  # type: ignore[arg-type]
+        if key == SLOT:
+            return list(live)
+        if param is not None:
+            return index.param_column(self._buffer(), param, live)
+        if isinstance(key, str) and (key in FIELD_ALIASES or key in index.STRING_FIELDS):
+            return index.string_column(self._buffer(), FIELD_ALIASES.get(key) or index.STRING_FIELDS[key], live)
+        raise KeyError(f"{key!r} is not stored in the index")
 
-    def _column(self, cache: _Cache, key: int | str) -> list:
-        column = cache.columns.get(key)
-        if column is None:
-            live = self._live(cache)
-            param = index.PARAM_BY_TAG.get(TAG_ALIASES.get(key, key))  # type: ignore[arg-type]
-            if key == SLOT:
-                column = live
-            elif param is not None:
-                column = index.param_column(self._buffer(), param, live)
-            elif isinstance(key, str) and (key in FIELD_ALIASES or key in index.STRING_FIELDS):
-                column = index.string_column(self._buffer(), FIELD_ALIASES.get(key) or index.STRING_FIELDS[key], live)
-            else:
-                raise KeyError(f"{key!r} is not stored in the index")
-            cache.columns[key] = column
-        return column
-
-    def read_columns(self, fields: Sequence[int | str]) -> Columns:
-        """One consistent snapshot (under ``LOCK_SH``) of all live records in slot order: for each field
-        the list of stored values (bytes up to the NUL). Int keys are tags (the first param with that tag),
-        str keys ``filename``, ``sop_class_uid``, ``charset``, ``instance_description``, a record field
-        name of :mod:`qrscp.archive.index`, or ``slot`` (the record numbers, as ints)."""
+    def read_columns(self, fields: Sequence[int | str]) -> dict[int | str, list]:
+        """One consistent snapshot (under ``LOCK_SH``) of all live records in slot order, read from the file:
+        for each field the list of stored values (bytes up to the NUL). Int keys are tags (the first param
+        with that tag), str keys ``filename``, ``sop_class_uid``, ``charset``, ``instance_description``, a
+        record field name of :mod:`qrscp.archive.index`, or ``slot`` (the record numbers, as ints)."""
         with self._locked(exclusive=False) as cache:
-            return Columns({key: list(self._column(cache, key)) for key in fields}, cache.derived)
+            live = index.live_slots(self._buffer(), index.slot_count(cache.key[1]))
+            return {key: self._column(live, key) for key in fields}
+
+    @contextmanager
+    def records(self, fields: Iterable[int]) -> Iterator[RecordTable]:
+        """The live records, holding (at least) the params ``fields`` (tags), under ``LOCK_SH``: the table
+        is valid until the block ends. Raises KeyError for a tag the index does not store."""
+        with self._locked(exclusive=False) as cache:
+            yield self._table(cache, fields)
+
+    def locations(self, slots: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        """The file name and SOP Class UID of each of the live ``slots``, from the file (within
+        :meth:`records`, whose lock keeps them what the table says)."""
+        result = []
+        for slot in slots:
+            data = os.pread(self._fd, index.SOP_CLASS_UID.offset + index.SOP_CLASS_UID.size, index.record_offset(slot))
+            result.append((index.string_value(data, index.FILENAME), index.string_value(data, index.SOP_CLASS_UID)))
+        return result
 
     def read_snapshot(self) -> Snapshot:
         """The whole index, decoded (under ``LOCK_SH``): for ``dcmqridx -p``, checks and repairs."""
         with self._locked(exclusive=False) as cache:
             buffer = self._buffer()
             slots = index.slot_count(cache.key[1])
-            records = [(slot, index.read_record(buffer, slot)) for slot in self._live(cache)]
+            records = [(slot, index.read_record(buffer, slot)) for slot in index.live_slots(buffer, slots)]
             partial = max(0, cache.key[1] - index.RECORDS_OFFSET - slots * index.RECORD_SIZE)
             return Snapshot(index.decode_descriptors(cache.descriptor_block), slots, records, partial)
 
-    # --- the slot cache ------------------------------------------------------------------------------
+    # --- what the cache holds ------------------------------------------------------------------------
 
-    def _slots(self, cache: _Cache) -> _Slots:
-        if cache.slots is None:
-            live = self._live(cache)
-            count = index.slot_count(cache.key[1])
-            sops = index.param_column(self._buffer(), index.SOP_INSTANCE_UID, live)
-            slots = _Slots(count, sorted(set(range(count)).difference(live)), dict(zip(sops, live)),
-                           sop_at=dict(zip(live, sops)))
-            if len(slots.by_sop) < len(live):  # several records of one instance (DCMTK's, index-format.md §8)
-                slots.by_sop = {}
-                for slot, sop_uid in zip(live, sops):
-                    slots.add(slot, sop_uid, b"")
-            cache.slots = slots
-        return cache.slots
-
-    def _study_slots(self, cache: _Cache, study_uid: bytes) -> set[int]:
-        """The live slots of a study, from the file as it is now (the cache keeps them up to date)."""
-        slots = self._slots(cache)
-        if slots.by_study is None:
+    def _table(self, cache: _Cache, fields: Iterable[int] = ()) -> RecordTable:
+        """The record table of the file as it is now, holding ``fields`` too: built (from one column read
+        per field the handle has ever asked for) or completed when needed."""
+        fields = set(fields)
+        unknown = [tag for tag in fields if tag not in index.PARAM_BY_TAG]
+        if unknown:
+            raise KeyError(f"{unknown[0]:#010x} is not stored in the index")
+        self._fields |= fields
+        table = cache.table
+        if table is None:
             buffer = self._buffer()
-            live = index.live_slots(buffer, index.slot_count(len(buffer)))
-            slots.by_study = {}
-            for slot, uid in zip(live, index.param_column(buffer, index.STUDY_INSTANCE_UID, live)):
-                slots.by_study.setdefault(uid, set()).add(slot)
-        return slots.by_study.get(study_uid, set())
+            live = index.live_slots(buffer, index.slot_count(cache.key[1]))
+            table = cache.table = RecordTable(index.slot_count(cache.key[1]), live, {
+                tag: index.iter_param_column(buffer, index.PARAM_BY_TAG[tag], live) for tag in self._fields})
+        elif not fields <= table.fields:
+            buffer = self._buffer()
+            live = table.live_slots()
+            for tag in fields - table.fields:
+                table.load(tag, index.iter_param_column(buffer, index.PARAM_BY_TAG[tag], live), live)
+        return table
 
-    def _rebuild_slots(self, cache: _Cache) -> None:
+    def _studies(self, cache: _Cache) -> _Studies:
+        if cache.studies is None:
+            cache.studies = _Studies(cache.descriptor_block, self.max_studies)
+        return cache.studies
+
+    def _rebuild_table(self, cache: _Cache) -> None:
         LOG.debug("index cache of %s out of date, rebuilding it", self.index_path)
-        cache.slots = None
-        cache.forget_records()
-        self._slots(cache)
+        cache.table = None
+        self._table(cache)
 
     def _read_record(self, slot: int) -> index.Record:
         return index.decode_record(os.pread(self._fd, index.RECORD_SIZE, index.record_offset(slot)))
 
-    def _verified(self, cache: _Cache, lookup: Callable[[], set[int]],
-                  check: Callable[[index.Record], bool]) -> list[tuple[int, index.Record]]:
-        """The records in the slots ``lookup`` names, each checked on disk; a cache that named a wrong
-        slot is rebuilt and asked again."""
+    def _verified(self, cache: _Cache, tag: int, value: bytes) -> list[tuple[int, index.Record]]:
+        """The records whose param ``tag`` is ``value``, as the record table names them, each checked on
+        disk; a table that named a wrong slot is built again and asked again."""
+        param = index.PARAM_BY_TAG[tag]
         for _ in range(2):
-            found = [(slot, self._read_record(slot)) for slot in sorted(lookup())]
-            if all(not record.is_free and check(record) for _, record in found):
+            found = [(slot, self._read_record(slot)) for slot in self._table(cache, [tag]).slots_with(tag, value)]
+            if all(not record.is_free and record.params[param.index] == value for _, record in found):
                 return found
-            self._rebuild_slots(cache)
+            self._rebuild_table(cache)
         raise DatabaseError(f"{self.index_path}: index records inconsistent")
 
     # --- registration --------------------------------------------------------------------------------
@@ -477,89 +497,79 @@ class StorageArea:
         if self.read_only:
             raise IndexWriteFailed(f"{self.index_path}: {os.strerror(errno.EROFS)}")
         with self._locked(exclusive=True) as cache:
-            slots = self._slots(cache)
-            if not slots.free and not slots.of_sop(sop_uid):
+            table = self._table(cache)
+            if not table.free and not table.slots_with(SOP_INSTANCE_UID, sop_uid):
                 self._grow(cache)  # before anything is removed: a full disk then changes nothing
-            descriptors = index.decode_descriptors(cache.descriptor_block)
-            for slot, old in self._verified(cache, lambda: self._slots(cache).of_sop(sop_uid),
-                                            lambda r: r.sop_instance_uid == sop_uid):
-                self._remove(cache, slot, old, descriptors, keep=name)
-            study = self._make_room(cache, descriptors, study_uid, image_size, keep=name)
+            for slot, old in self._verified(cache, SOP_INSTANCE_UID, sop_uid):
+                self._remove(cache, slot, old, keep=name)
+            studies = self._studies(cache)
+            study = self._make_room(cache, study_uid, image_size, keep=name)
             now = float(int(time.time()))
             record.recorded_date = now
-            descriptor = descriptors[study]
+            descriptor = studies.descriptors[study]
             descriptor.study_instance_uid = study_uid
             descriptor.study_size += image_size
             descriptor.last_recorded_date = now
             descriptor.image_count += 1
+            studies.touch(study)
             target = self._free_slot(cache)
             self._write(index.record_writes(target, index.encode_record(record)))
-            slots.add(target, sop_uid, study_uid)
-            block = index.encode_descriptors(descriptors)
-            self._write([(index.DESCRIPTORS_OFFSET, block)])
-            self._remember_own_write(cache, block)
+            self._table(cache).put(target, index.record_params(record))
+            self._remember_own_write(cache)
 
-    def _find_study(self, descriptors: list[index.StudyDescriptor], study_uid: bytes) -> int | None:
-        """The descriptor of ``study_uid`` among the first maxStudies (docs/quota.md §2 step 1)."""
-        for number, descriptor in enumerate(descriptors[:self.max_studies]):
-            if descriptor.in_use and descriptor.study_instance_uid == study_uid:
-                return number
-        return None
-
-    def _make_room(self, cache: _Cache, descriptors: list[index.StudyDescriptor], study_uid: bytes,
-                   image_size: int, keep: bytes) -> int:
+    def _make_room(self, cache: _Cache, study_uid: bytes, image_size: int, keep: bytes) -> int:
         """Enforce the quota for a new image of ``study_uid``; the number of its study descriptor."""
-        number = self._find_study(descriptors, study_uid)
+        studies = self._studies(cache)
+        number = studies.number(study_uid)
         if number is not None:
-            descriptor = descriptors[number]
-            excess = descriptor.study_size + image_size - self.max_bytes_per_study
+            excess = studies.descriptors[number].study_size + image_size - self.max_bytes_per_study
             if excess > 0:
-                self._delete_oldest_images(cache, descriptors, study_uid, excess, keep)
+                self._delete_oldest_images(cache, study_uid, excess, keep)
             return number
-        for number, descriptor in enumerate(descriptors[:self.max_studies]):
+        for number, descriptor in enumerate(studies.descriptors[:self.max_studies]):
             if not descriptor.in_use:
-                descriptors[number] = index.StudyDescriptor()
+                studies.reset(number)
                 return number
-        return self._delete_oldest_study(cache, descriptors, keep)
+        return self._delete_oldest_study(cache, keep)
 
-    def _delete_oldest_images(self, cache: _Cache, descriptors: list[index.StudyDescriptor],
-                              study_uid: bytes, excess: int, keep: bytes) -> None:
+    def _delete_oldest_images(self, cache: _Cache, study_uid: bytes, excess: int, keep: bytes) -> None:
         """Delete the study's oldest images until ``excess`` bytes are freed (ties: lowest slot first)."""
-        images = self._verified(cache, lambda: self._study_slots(cache, study_uid),
-                                lambda r: r.study_instance_uid == study_uid)
+        images = self._verified(cache, STUDY_INSTANCE_UID, study_uid)
         freed = 0
         for slot, record in sorted(images, key=lambda item: (item[1].recorded_date, item[0])):
             if freed >= excess:
                 break
-            self._remove(cache, slot, record, descriptors, keep)
+            self._remove(cache, slot, record, keep)
             freed += record.image_size
 
-    def _delete_oldest_study(self, cache: _Cache, descriptors: list[index.StudyDescriptor], keep: bytes) -> int:
+    def _delete_oldest_study(self, cache: _Cache, keep: bytes) -> int:
         """Delete the study stored into least recently, exactly that study (docs/differences.md #1); its descriptor
         number, now free."""
-        candidates = [(d.last_recorded_date, n) for n, d in enumerate(descriptors[:self.max_studies]) if d.in_use]
+        studies = self._studies(cache)
+        candidates = [(d.last_recorded_date, n) for n, d in enumerate(studies.descriptors[:self.max_studies])
+                      if d.in_use]
         if not candidates:
             raise DatabaseError(f"{self.index_path}: no study descriptor available")
         number = min(candidates)[1]
-        study_uid = descriptors[number].study_instance_uid
-        for slot, record in self._verified(cache, lambda: self._study_slots(cache, study_uid),
-                                           lambda r: r.study_instance_uid == study_uid):
-            self._remove(cache, slot, record, descriptors, keep)
-        descriptors[number] = index.StudyDescriptor()
+        for slot, record in self._verified(cache, STUDY_INSTANCE_UID, studies.descriptors[number].study_instance_uid):
+            self._remove(cache, slot, record, keep)
+        studies.reset(number)
         return number
 
-    def _remove(self, cache: _Cache, slot: int, record: index.Record,
-                descriptors: list[index.StudyDescriptor], keep: bytes) -> None:
+    def _remove(self, cache: _Cache, slot: int, record: index.Record, keep: bytes) -> None:
         """Free record ``slot``, account for it in its study descriptor, then delete its file."""
         self._write(index.record_writes(slot, index.FREE_RECORD))  # before the file goes
-        self._slots(cache).remove(slot, record.sop_instance_uid, record.study_instance_uid)
-        number = self._find_study(descriptors, record.study_instance_uid)
+        self._table(cache).remove(slot)
+        studies = self._studies(cache)
+        number = studies.number(record.study_instance_uid)
         if number is not None:
-            descriptor = descriptors[number]
+            descriptor = studies.descriptors[number]
             descriptor.image_count -= 1
             descriptor.study_size = max(0, descriptor.study_size - record.image_size)
             if descriptor.image_count <= 0:
-                descriptors[number] = index.StudyDescriptor()
+                studies.reset(number)
+            else:
+                studies.touch(number)
         if record.filename != keep:
             self._delete_file(os.fsdecode(record.filename))
 
@@ -578,22 +588,23 @@ class StorageArea:
 
     def _free_slot(self, cache: _Cache) -> int:
         """The first free slot (checked on disk), else the slot after the last (docs/index-format.md §8)."""
-        slots = self._slots(cache)
-        while slots.free:
-            candidate = heapq.heappop(slots.free)
+        table = self._table(cache)
+        while table.free:
+            candidate = heapq.heappop(table.free)
             if index.slot_is_free(os.pread(self._fd, 1, index.liveness_offset(candidate))):
                 return candidate
-        return slots.count
+        return table.slot_count
 
     def _grow(self, cache: _Cache) -> None:
         """Append a free slot (and, to a new index, the descriptors), so that the disk space for the record
         is there before anything else changes. Raises :class:`IndexWriteFailed`, leaving the file as it
         was, if the index cannot grow."""
-        slots = self._slots(cache)
+        table = self._table(cache)
         size = os.fstat(self._fd).st_size
-        writes = [(index.record_offset(slots.count), index.FREE_RECORD)]
+        writes = [(index.record_offset(table.slot_count), index.FREE_RECORD)]
+        block = cache.descriptor_block.ljust(index.DESCRIPTORS_SIZE, b"\0")
         if size < index.RECORDS_OFFSET:
-            writes.insert(0, (index.DESCRIPTORS_OFFSET, cache.descriptor_block.ljust(index.DESCRIPTORS_SIZE, b"\0")))
+            writes.insert(0, (index.DESCRIPTORS_OFFSET, block))
         try:
             self._write(writes)
         except OSError as error:
@@ -604,8 +615,8 @@ class StorageArea:
             message = f"{self.index_path}: {error.strerror}"
             LOG.error("%s", message)
             raise IndexWriteFailed(message) from error
-        heapq.heappush(slots.free, slots.count)
-        slots.count += 1
+        table.resize(table.slot_count + 1)
+        cache.descriptor_block = block
 
     def _write(self, writes: list[tuple[int, bytes]]) -> None:
         """Write (offset, bytes) pairs in order; a short write (a full disk) raises OSError."""
@@ -620,19 +631,16 @@ class StorageArea:
     def prune_invalid_records(self) -> None:
         """Remove the records whose file is not readable, fixing the descriptors (docs/index-format.md §8)."""
         with self._locked(exclusive=True) as cache:
-            filenames = self._column(cache, "filename")
-            dangling = [slot for slot, name in zip(self._live(cache), filenames) if not os.access(name, os.R_OK)]
+            live = index.live_slots(self._buffer(), index.slot_count(cache.key[1]))
+            dangling = [slot for slot, name in zip(live, self._column(live, "filename")) if not os.access(name, os.R_OK)]
             if not dangling:
                 return
-            self._slots(cache)  # before the first record is freed
-            descriptors = index.decode_descriptors(cache.descriptor_block)
+            self._table(cache)  # before the first record is freed
             for slot in dangling:
                 record = self._read_record(slot)
                 LOG.warning("removing index record of unreadable file: %s", os.fsdecode(record.filename))
-                self._remove(cache, slot, record, descriptors, keep=record.filename)
-            block = index.encode_descriptors(descriptors)
-            self._write([(index.DESCRIPTORS_OFFSET, block)])
-            self._remember_own_write(cache, block)
+                self._remove(cache, slot, record, keep=record.filename)
+            self._remember_own_write(cache)
 
     def repair(self, dangling: Mapping[int, bytes], backup_path: str | None = None) -> int:
         """Under ``LOCK_EX``: copy the index to ``backup_path``, free the records ``dangling`` (slot ->
@@ -653,9 +661,8 @@ class StorageArea:
                 os.ftruncate(self._fd, complete)
             self._cache = None
             cache = self._refresh()
-            block = index.encode_descriptors(self._descriptors_from_records(cache))
-            self._write([(index.DESCRIPTORS_OFFSET, block)])
-            self._remember_own_write(cache, block)
+            self._studies(cache).replace(self._descriptors_from_records(cache))
+            self._remember_own_write(cache)
             return freed
 
     def _copy_index(self, path: str) -> None:
@@ -670,7 +677,7 @@ class StorageArea:
         where they had one."""
         old = index.decode_descriptors(cache.descriptor_block)
         buffer = self._buffer()
-        live = self._live(cache)
+        live = index.live_slots(buffer, index.slot_count(cache.key[1]))
         studies: dict[bytes, index.StudyDescriptor] = {}
         for slot, study_uid in zip(live, index.param_column(buffer, index.STUDY_INSTANCE_UID, live)):
             date, size = index.recorded_date_and_size(buffer, slot)

@@ -30,9 +30,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PROBLEMS = 2
 BACKUP_SUFFIX = ".bak"
-#: Progress is shown on a terminal for at least this many files.
+#: Progress is shown for at least this many files.
 PROGRESS_MINIMUM = 100
+#: Seconds between two renderings of the progress on a terminal, and at most between two progress lines.
 _PROGRESS_INTERVAL = 0.2
+_PROGRESS_LINE_INTERVAL = 10.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,45 +76,74 @@ def run(index_out: str, files: Sequence[str], *, print_index: bool = False, not_
 def register_files(area: StorageArea, files: Sequence[str], *, not_new: bool = False) -> None:
     """Register each file as the reference's ``dcmqridx`` does, logging what fails."""
     progress = _Progress(len(files))
-    for number, filename in enumerate(files, 1):
-        progress.show(number)
-        if not os.access(filename, os.R_OK):
-            LOG.error("cannot access: %s", filename)
-            continue
-        LOG.info("registering: %s", filename)
-        try:
-            values = read_index_values(filename)
-        except (DataSetError, OSError):
-            values = None
-        if values is None or not values.sop_class_uid or not values.sop_instance_uid:
-            LOG.error("cannot load dicom file: %s", filename)
-            continue
-        try:
-            area.register(filename, values.sop_class_uid, values, is_new=not not_new)
-        except DatabaseError as error:
-            LOG.error("cannot register: %s: %s", filename, error)
+    for filename in files:
+        progress.advance(_register_file(area, filename, not_new))
     progress.done()
 
 
+def _register_file(area: StorageArea, filename: str, not_new: bool) -> bool:
+    """Register one file, logging what fails; whether it was registered."""
+    if not os.access(filename, os.R_OK):
+        LOG.error("cannot access: %s", filename)
+        return False
+    LOG.info("registering: %s", filename)
+    try:
+        values = read_index_values(filename)
+    except (DataSetError, OSError):
+        values = None
+    if values is None or not values.sop_class_uid or not values.sop_instance_uid:
+        LOG.error("cannot load dicom file: %s", filename)
+        return False
+    try:
+        area.register(filename, values.sop_class_uid, values, is_new=not not_new)
+    except DatabaseError as error:
+        LOG.error("cannot register: %s: %s", filename, error)
+        return False
+    return True
+
+
 class _Progress:
-    """``registering: n/total`` on a terminal, for many files and when nothing else is being logged."""
+    """The progress of registering many files (docs/dcmqridx.md §1.2): at ``-v``, a line after every
+    tenth of the files (and at least every 10 s) and a last line with the rate; below ``-v`` on a
+    terminal, ``registering: n/total`` rewritten in place, then the last line. Nothing otherwise."""
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.enabled = (total >= PROGRESS_MINIMUM and sys.stderr.isatty()
-                        and not LOG.isEnabledFor(log.LEVELS["info"]))
+        self.started = self._line_at = time.monotonic()
+        many = total >= PROGRESS_MINIMUM
+        self.lines = many and LOG.isEnabledFor(log.LEVELS["info"])
+        self.terminal = many and not self.lines and sys.stderr.isatty()
+        self.processed = self.registered = 0
+        self._step = -(-total // 10)
         self._shown = 0.0
 
-    def show(self, number: int) -> None:
+    def _rate(self, now: float) -> str:
+        return f"{self.processed / max(now - self.started, 1e-6):,.0f} files/s"
+
+    def advance(self, registered: bool) -> None:
+        """One more file processed (and ``registered`` or not)."""
+        self.processed += 1
+        self.registered += registered
+        if not (self.lines or self.terminal):
+            return
         now = time.monotonic()
-        if self.enabled and now - self._shown >= _PROGRESS_INTERVAL:
+        if self.lines and (self.processed % self._step == 0 or now - self._line_at >= _PROGRESS_LINE_INTERVAL) \
+                and self.processed < self.total:
+            self._line_at = now
+            LOG.info("%d of %d files processed, %s", self.processed, self.total, self._rate(now))
+        if self.terminal and now - self._shown >= _PROGRESS_INTERVAL:
             self._shown = now
-            sys.stderr.write(f"\rregistering: {number}/{self.total}")
+            sys.stderr.write(f"\rregistering: {self.processed}/{self.total}, {self._rate(now)}")
             sys.stderr.flush()
 
     def done(self) -> None:
-        if self.enabled and self._shown:
-            sys.stderr.write("\r\x1b[K")
+        now = time.monotonic()
+        summary = (f"registered {self.registered} of {self.total} files in {now - self.started:.1f} s "
+                   f"({self._rate(now)})")
+        if self.lines:
+            LOG.info("%s", summary)
+        elif self.terminal:
+            sys.stderr.write(f"\r\x1b[K{summary}\n")
             sys.stderr.flush()
 
 

@@ -202,22 +202,25 @@ class Source:
         """Whether values may switch encodings (reading one may then log warnings)."""
         return self.designations is not None
 
-    def decode(self, value: bytes, vr: str, check: Callable[[str], object] | None = None) -> str:
+    def decode(self, value: bytes, vr: str, check: Callable[[str], object] | None = None,
+               warn: Callable[[str], object] | None = None) -> str:
         """``value`` of VR ``vr`` as text; raise CharsetError.
 
         ``check`` is called with each part read in one encoding as soon as it is read: a conversion
-        that fails there stops before reading (and warning about) the rest, as DCMTK's does.
+        that fails there stops before reading (and warning about) the rest, as DCMTK's does. ``warn``
+        receives DCMTK's warnings about the value instead of the log.
         """
         if self.designations is None or _ESC not in value:
             return self.initial.decode(value)
-        return self._decode_with_code_extensions(value, self.designations, vr, check or (lambda _: None))
+        return self._decode_with_code_extensions(value, self.designations, vr, check or (lambda _: None),
+                                                 warn or get_logger(DATA).warning)
 
-    def to_utf8(self, value: bytes, vr: str) -> bytes:
-        """``value`` of VR ``vr`` in UTF-8; raise CharsetError."""
-        return self.decode(value, vr).encode("utf-8")
+    def to_utf8(self, value: bytes, vr: str, warn: Callable[[str], object] | None = None) -> bytes:
+        """``value`` of VR ``vr`` in UTF-8; raise CharsetError (``warn``: as for :meth:`decode`)."""
+        return self.decode(value, vr, warn=warn).encode("utf-8")
 
     def _decode_with_code_extensions(self, value: bytes, designations: Mapping[str, _Encoding], vr: str,
-                                     check: Callable[[str], object]) -> str:
+                                     check: Callable[[str], object], warn: Callable[[str], object]) -> str:
         """Escape sequences switch the encoding, delimiters switch back to the first value's (but within
         a multi-byte set in G0, whose bytes look like delimiters, only an escape sequence ends it). An
         escape sequence in the first component group of a PN is used, with a warning."""
@@ -242,8 +245,8 @@ class Source:
                 start = position = position + 1
                 continue
             if first_group:
-                get_logger(DATA).warning("DcmSpecificCharacterSet: Escape sequences shall not be used in the "
-                                         "first component group of a Person Name (PN), using them anyway")
+                warn("DcmSpecificCharacterSet: Escape sequences shall not be used in the "
+                     "first component group of a Person Name (PN), using them anyway")
             end = position + 1
             while end < len(value) and 0x20 <= value[end] <= 0x2F:    # intermediate bytes
                 end += 1
@@ -304,6 +307,12 @@ def _source(charset: str) -> tuple[Source | str, tuple[_Notice, ...]]:
         designations.setdefault(term, encoding)
     designations.setdefault("ISO 2022 IR 6", _ASCII)      # always there for the other sets
     return Source(designations[terms[0] or "ISO 2022 IR 6"], designations), tuple(notices)
+
+
+def source_of(charset: str) -> Source | CharsetError:
+    """``charset`` selected as a source without logging anything (:func:`select_source` logs)."""
+    result = _source(charset)[0]
+    return CharsetError(result) if isinstance(result, str) else result
 
 
 def select_source(charset: str) -> Source:

@@ -41,6 +41,9 @@ class Kind:
 
 #: About 40 kB: 140 x 140 16-bit pixels plus the header.
 SMALL_CT = Kind("ct", CT_IMAGE_STORAGE, "CT", 140, 140, 1)
+#: About 1.5 kB: 16 x 16 pixels, for the C-FIND areas (up to 100,000 instances: only their index records
+#: count, and Orthanc ingests them all).
+FIND_CT = Kind("fd", CT_IMAGE_STORAGE, "CT", 16, 16, 1)
 #: About 25 MB: 50 frames of 512 x 512 16-bit pixels.
 LARGE_MULTIFRAME = Kind("mf", MULTIFRAME_WORD_SC_STORAGE, "OT", 512, 512, 50)
 

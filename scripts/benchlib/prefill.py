@@ -40,17 +40,17 @@ STUDY_DESCRIPTOR_SIZE = 88
 STUDY_DESCRIPTORS = 500
 RECORDS_OFFSET = INDEX_HEADER_SIZE + STUDY_DESCRIPTORS * STUDY_DESCRIPTOR_SIZE
 RECORD_SIZE = 8032
-#: The most studies one prefilled area gets (the CTN limit is 500; new stores need room too).
-MAX_PREFILL_STUDIES = 250
+#: The most studies one prefilled area gets: the format's limit of 500 study descriptors, less the one
+#: the stores into the area need for their new study.
+MAX_PREFILL_STUDIES = 499
 
 
-def study_layout(instances: int) -> tuple[int, int]:
-    """(studies, instances per study) for an area of ``instances``: about 100 per study, at most
-    :data:`MAX_PREFILL_STUDIES` studies."""
-    studies = min(MAX_PREFILL_STUDIES, max(1, -(-instances // 100)))
-    if instances % studies:
-        raise ValueError(f"{instances} instances do not split into {studies} equal studies")
-    return studies, instances // studies
+def study_count(instances: int, study_size: int) -> int:
+    """The studies of an area of ``instances`` in studies of ``study_size`` instances."""
+    studies, rest = divmod(instances, study_size)
+    if rest or not 0 < studies <= MAX_PREFILL_STUDIES:
+        raise ValueError(f"{instances} instances do not make 1 to {MAX_PREFILL_STUDIES} studies of {study_size}")
+    return studies
 
 
 def build_index(corpus: Corpus, kind: Kind, studies: list[list[Instance]], work: Path, target: Path) -> None:

@@ -10,23 +10,28 @@ class Target:
     """What qrscp must achieve on a row.
 
     Either ``factor`` x the peer's median (``peer``): qrscp's median at least that (higher is better) or
-    strictly below it (lower is better); or an absolute ``limit`` (lower-is-better rows) that qrscp's
-    highest repetition must stay below (0: must be exactly 0)."""
+    strictly below it (lower is better); or ``factor`` x qrscp's own median on another row (``baseline``,
+    its key; ``baseline_label`` names it): at least that, or at most that; or an absolute ``limit``
+    (lower-is-better rows) that qrscp's highest repetition must stay below (0: must be exactly 0)."""
 
     factor: float | None = None
     peer: str = "dcmtk"
     limit: float | None = None
     aim: float | None = None
+    baseline: str | None = None
+    baseline_label: str = ""
 
     def describe(self, higher_is_better: bool) -> str:
         if self.limit is not None:
             return "= 0" if self.limit == 0 else f"< {self.limit:g}"
+        if self.baseline is not None:
+            return f"{'>=' if higher_is_better else '<='} {self.factor:g}x {self.baseline_label}"
         text = f">= {self.factor:g}x {self.peer}" if higher_is_better else f"< {self.factor:g}x {self.peer}"
         if self.factor == 1 and not higher_is_better:
             text = f"faster than {self.peer}"
         return text + (f" (aim {self.aim:g}x)" if self.aim else "")
 
-    def verdict(self, row: "Row") -> str:
+    def verdict(self, row: "Row", rows: dict[str, "Row"]) -> str:
         """PASS or MISS for qrscp on ``row`` (MISS when qrscp failed); n/a without the peer's figure."""
         values = row.values.get("qrscp")
         if not values:
@@ -34,7 +39,14 @@ class Target:
         if self.limit is not None:
             worst = max(values)
             return "PASS" if (worst == 0 if self.limit == 0 else worst < self.limit) else "MISS"
-        ours, theirs = row.median("qrscp"), row.median(self.peer)
+        ours = row.median("qrscp")
+        if self.baseline is not None:
+            base = rows[self.baseline].median("qrscp") if self.baseline in rows else None
+            if base is None:
+                return "n/a"
+            return "PASS" if (ours >= self.factor * base if row.higher_is_better else ours <= self.factor * base) \
+                else "MISS"
+        theirs = row.median(self.peer)
         if theirs is None:
             return "n/a"
         if row.higher_is_better:
@@ -49,7 +61,7 @@ class Row:
     key: str
     label: str
     higher_is_better: bool = True
-    target: Target | None = None
+    target: Target | tuple[Target, ...] | None = None
     decimals: int = 0
     values: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
@@ -89,18 +101,27 @@ class Row:
             return "-"
         return f"{ours / theirs:.2f}x"
 
-    def verdict(self) -> str:
-        return self.target.verdict(self) if self.target else ""
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return () if self.target is None else self.target if isinstance(self.target, tuple) else (self.target,)
 
-    def to_json(self) -> dict:
+    def describe_target(self) -> str:
+        return "; ".join(target.describe(self.higher_is_better) for target in self.targets)
+
+    def verdict(self, rows: dict[str, "Row"]) -> str:
+        """MISS if qrscp misses a target, PASS if it meets one and misses none, n/a if no target applies."""
+        verdicts = [target.verdict(self, rows) for target in self.targets]
+        return "MISS" if "MISS" in verdicts else "PASS" if "PASS" in verdicts else "n/a" if verdicts else ""
+
+    def to_json(self, rows: dict[str, "Row"]) -> dict:
         return {
             "key": self.key, "label": self.label, "higher_is_better": self.higher_is_better,
             "values": self.values, "medians": self.medians(),
             "min": {s: min(v) for s, v in self.values.items() if v},
             "max": {s: max(v) for s, v in self.values.items() if v},
             "errors": self.errors, "notes": self.notes,
-            "target": self.target.describe(self.higher_is_better) if self.target else None,
-            "verdict": self.verdict() or None,
+            "target": self.describe_target() or None,
+            "verdict": self.verdict(rows) or None,
         }
 
 
@@ -109,12 +130,13 @@ def table(rows: list[Row], servers: list[str], title: str) -> str:
     the target and qrscp's PASS/MISS; then the errors and notes behind cells marked ``!``/``ERROR``."""
     peers = [server for server in servers if server != "qrscp"] if "qrscp" in servers else []
     targets = any(row.target for row in rows)
+    by_key = {row.key: row for row in rows}
     header = ["figure", *servers, *(f"qrscp/{peer}" for peer in peers)]
     lines = [[row.label, *(row.cell(s) for s in servers), *(row.ratio(peer) for peer in peers)] for row in rows]
     if targets:
         header += ["target", "verdict"]
         for line, row in zip(lines, rows):
-            line += [row.target.describe(row.higher_is_better) if row.target else "", row.verdict()]
+            line += [row.describe_target(), row.verdict(by_key)]
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
     out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]

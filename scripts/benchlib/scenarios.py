@@ -27,14 +27,21 @@ from benchlib.clients import (
     store_all,
     storescu,
 )
-from benchlib.corpus import LARGE_MULTIFRAME, SMALL_CT, Corpus, Instance
-from benchlib.prefill import build_index, build_orthanc_databases, study_layout
+from benchlib.corpus import FIND_CT, LARGE_MULTIFRAME, SMALL_CT, Corpus, Instance
+from benchlib.prefill import build_index, build_orthanc_databases, study_count
 from benchlib.report import Row, Target
 from benchlib import transcode
-from benchlib.servers import Area, OrthancServer, PeakMemory, Receiver, Server
-
-MIB = 1 << 20
-
+from benchlib.servers import (
+    CLIENT_AE,
+    Area,
+    Endpoint,
+    Memory,
+    OrthancServer,
+    PeakMemory,
+    Receiver,
+    Server,
+    serving_process_memory,
+)
 
 @dataclass(frozen=True)
 class Settings:
@@ -52,26 +59,43 @@ class Settings:
     timeout: float
     parallel: int = 4
     transcode_count: int = 100
+    #: instances per study of the prefilled areas
+    study_size: int = 200
+    #: C-STOREs into the largest area and into the empty area beside it: a worker's first store into an
+    #: area builds its record table (about 40 ms at 100,000 instances, once), which these amortize as an
+    #: archive's ingest does; the rate after it is the empty area's
+    big_count: int = 2000
+    #: DCMTK's C-STOREs into the largest area (each of them reads the whole index, about 0.5 s)
+    dcmtk_big_count: int = 20
 
     @property
     def into_size(self) -> int:
         """The prefilled area of the 'store into a full area' row: the middle C-FIND size."""
         return self.find_sizes[1]
 
+    @property
+    def big_size(self) -> int:
+        """The largest area: the format's limit of 500 studies (less one for the stores into it)."""
+        return self.find_sizes[-1]
+
 
 MODES = {
     "full": Settings(repetitions=3, echo_seconds=3.0, store_count=1000, parallel_count=1000, large_count=4,
-                     into_count=1000, retrieve_count=500, find_sizes=(1000, 10000, 50000), find_repeats=20,
+                     into_count=1000, retrieve_count=500, find_sizes=(1000, 10000, 99800), find_repeats=20,
                      timeout=600),
     "quick": Settings(repetitions=1, echo_seconds=1.5, store_count=500, parallel_count=1000, large_count=2,
-                      into_count=300, retrieve_count=500, find_sizes=(1000, 10000, 20000), find_repeats=5,
-                      timeout=300),
+                      into_count=300, retrieve_count=500, find_sizes=(1000, 10000, 99800), find_repeats=5,
+                      timeout=300, big_count=1000, dcmtk_big_count=5),
     "smoke": Settings(repetitions=1, echo_seconds=0.3, store_count=20, parallel_count=20, large_count=1,
-                      into_count=20, retrieve_count=20, find_sizes=(100, 200, 300), find_repeats=2,
-                      timeout=120, transcode_count=3),
+                      into_count=20, retrieve_count=20, find_sizes=(20, 40, 60), find_repeats=2,
+                      timeout=120, transcode_count=3, study_size=20, big_count=20, dcmtk_big_count=3),
 }
 
-QUERY_KINDS = ("PATIENT by PatientID", "STUDY by StudyDate range", "IMAGE by SOPInstanceUID")
+QUERY_KINDS = ("PATIENT by PatientID", "STUDY by StudyDate range", "STUDY by PatientName wildcard",
+               "SERIES within one study", "IMAGE by SOPInstanceUID")
+#: The query of the first C-FIND after start-up.
+FIRST_QUERY = QUERY_KINDS[-1]
+MIB = 1 << 20
 
 
 def make_rows(settings: Settings) -> dict[str, Row]:
@@ -83,6 +107,10 @@ def make_rows(settings: Settings) -> dict[str, Row]:
                       f"({settings.parallel_count})", target=Target(1.0, aim=3.0)),
         Row("into", f"C-STORE small into a {settings.into_size:,}-instance area, inst/s "
                     f"({settings.into_count})", target=Target(1.0, aim=3.0)),
+        Row("intoempty", f"C-STORE small into an empty area, beside the next row, inst/s ({settings.big_count})"),
+        Row("intobig", f"C-STORE small into a {settings.big_size:,}-instance area, inst/s ({settings.big_count}; "
+                       f"DCMTK {settings.dcmtk_big_count})",
+            target=(Target(0.8, baseline="intoempty", baseline_label="the empty area"), Target(1.0, peer="orthanc"))),
         Row("large", f"C-STORE 25 MB multi-frame, MB/s ({settings.large_count})", target=Target(0.8),
             decimals=1),
         Row("move", f"C-MOVE of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
@@ -92,10 +120,20 @@ def make_rows(settings: Settings) -> dict[str, Row]:
              for key, label in transcode.row_labels(settings.transcode_count)]
     for size in settings.find_sizes:
         for kind in QUERY_KINDS:
+            targets = [Target(1.0), Target(1.0, peer="orthanc")]
+            if size == settings.big_size:
+                targets.append(Target(2.0, baseline=f"find:{kind}:{settings.into_size}",
+                                      baseline_label=f"qrscp at {settings.into_size:,}"))
             rows.append(Row(f"find:{kind}:{size}", f"C-FIND {kind} at {size:,} instances, ms",
-                            higher_is_better=False, decimals=2,
-                            target=Target(1.0) if size == settings.into_size else None))
+                            higher_is_better=False, decimals=2, target=tuple(targets)))
+    big = f"{settings.big_size:,}"
     rows += [
+        Row("startup", f"start-up with a {big}-instance area until its first C-ECHO is answered, s",
+            higher_is_better=False, decimals=2, target=Target(limit=1.0)),
+        Row("firstfind", f"first C-FIND after start-up ({FIRST_QUERY} at {big}), ms", higher_is_better=False,
+            decimals=1),
+        Row("findmemory", "then each C-FIND once: PSS of the process that answered them, MiB",
+            higher_is_better=False, decimals=1),
         Row("pss", "peak PSS of the server's processes while storing in parallel, MiB",
             higher_is_better=False, target=Target(limit=80), decimals=1),
         Row("lost", "instances answered Success but not retrievable afterwards", higher_is_better=False,
@@ -145,15 +183,16 @@ class Bench:
         self.store4 = [corpus.write_study(SMALL_CT, s.parallel_count, small / "store4") for _ in reps]
         self.large = [corpus.write_study(LARGE_MULTIFRAME, s.large_count, small / "large") for _ in reps]
         self.into = [corpus.write_study(SMALL_CT, s.into_count, small / "into") for _ in reps]
+        self.into_empty = [corpus.write_study(SMALL_CT, s.big_count, small / "intoempty") for _ in reps]
+        self.into_big = [corpus.write_study(SMALL_CT, s.big_count, small / "intobig") for _ in reps]
         self.retrieve = corpus.write_study(SMALL_CT, s.retrieve_count, small / "retrieve")
         self.transcode_studies = transcode.write_studies(small / "transcode", s.transcode_count)
-        studies, per_study = study_layout(max(s.find_sizes))
-        if any(size % per_study for size in s.find_sizes):
-            raise ValueError(f"C-FIND sizes must be multiples of {per_study}")
-        self.find_studies = corpus.write_studies(SMALL_CT, studies, per_study, small / "find")
-        self.per_study = per_study
-        count = sum(map(len, self.store1 + self.store4 + self.large + self.into)) + len(self.retrieve) + \
-            studies * per_study
+        for size in s.find_sizes:
+            study_count(size, s.study_size)   # raises for a size that makes no studies
+        studies = study_count(s.big_size, s.study_size)
+        self.find_studies = corpus.write_studies(FIND_CT, studies, s.study_size, small / "find")
+        count = sum(map(len, self.store1 + self.store4 + self.large + self.into + self.into_empty + self.into_big)) + \
+            len(self.retrieve) + studies * s.study_size
         self.log(f"corpus: {count:,} instances in {time.perf_counter() - started:.1f} s")
 
     def prefill(self) -> None:
@@ -165,7 +204,7 @@ class Bench:
                 target = self.work / "seeds" / f"index-{size}.dat"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    build_index(self.corpus, SMALL_CT, self.find_studies[:size // self.per_study],
+                    build_index(self.corpus, FIND_CT, self.find_studies[:study_count(size, s.study_size)],
                                 self.work / "seeds", target)
                 except Exception as error:  # noqa: BLE001 - recorded against the rows that need it
                     self.index_problem = f"no prefilled area: {error}"
@@ -188,7 +227,7 @@ class Bench:
             return Area(title)
         if isinstance(server, OrthancServer):
             return Area(title, orthanc_db=self.orthanc_seeds.get(size), read_only=read_only)
-        return Area(title, index=self.index_seeds.get(size))
+        return Area(title, index=self.index_seeds.get(size), read_only=read_only)
 
     def start_receiver(self) -> None:
         """The C-MOVE destination (before any server: Orthanc's prefill already needs it)."""
@@ -205,9 +244,10 @@ class Bench:
             server.add_area(self._area(server, "QR"))
             server.add_area(self._area(server, transcode.AREA))
             for rep in range(s.repetitions):
-                for prefix in ("S1R", "S4R", "SLR"):
+                for prefix in ("S1R", "S4R", "SLR", "INTOE"):
                     server.add_area(self._area(server, f"{prefix}{rep}"))
                 server.add_area(self._area(server, f"INTO{rep}", s.into_size))
+                server.add_area(self._area(server, f"INTOB{rep}", s.big_size))
             for size in s.find_sizes:
                 server.add_area(self._area(server, f"F{size}", size, read_only=True))
             if server.name in self.broken:
@@ -241,11 +281,13 @@ class Bench:
             ("C-STORE, 1 association", self.measure_store_single, ("store1",)),
             ("C-STORE, parallel", self.measure_store_parallel, ("store4", "pss", "lost")),
             ("C-STORE into a full area", self.measure_store_into, ("into",)),
+            ("C-STORE into the largest area", self.measure_store_big, ("intoempty", "intobig")),
             ("C-STORE large", self.measure_store_large, ("large",)),
             ("C-MOVE/C-GET", self.measure_retrieve, ("move", "get")),
             ("C-MOVE with transcoding", self.measure_transcode,
              tuple(key for key in self.rows if key.startswith("transcode:"))),
             ("C-FIND", self.measure_find, find_rows),
+            ("start-up with the largest area", self.measure_startup, ("startup", "firstfind", "findmemory")),
         ]
 
     def run(self) -> None:
@@ -368,13 +410,16 @@ class Bench:
         transcode.measure(server, self.receiver, self.transcode_studies, self.rows, self.settings.timeout)
 
     def queries(self, size: int) -> list[Query]:
-        """The three C-FIND requests at an area of ``size`` instances: a patient, a range of 5 study
-        dates, an image, all from the middle of the area."""
-        studies = self.find_studies[:size // self.per_study]
+        """The C-FIND requests of :data:`QUERY_KINDS` at an area of ``size`` instances, all from the middle
+        of the area: a patient, a range of 5 study dates, the patients whose name starts like this one's
+        (up to 10 studies), the series of a study, an image."""
+        studies = self.find_studies[:study_count(size, self.settings.study_size)]
         middle = len(studies) // 2
         study = studies[middle]
         instance = study[len(study) // 2]
         last = min(middle + 4, len(studies) - 1)
+        names = [self.corpus.study_values(s[0].study)["patient_name"] for s in studies]
+        prefix = names[middle][:-1]
 
         patient = Dataset()
         patient.QueryRetrieveLevel = "PATIENT"
@@ -385,6 +430,18 @@ class Bench:
         by_date.StudyDate = f"{instance.study_date}-{studies[last][0].study_date}"
         by_date.StudyInstanceUID = ""
         by_date.PatientID = ""
+        by_name = Dataset()
+        by_name.QueryRetrieveLevel = "STUDY"
+        by_name.PatientName = prefix + "*"
+        by_name.StudyInstanceUID = ""
+        by_name.PatientID = ""
+        by_name.StudyDate = ""
+        series = Dataset()
+        series.QueryRetrieveLevel = "SERIES"
+        series.StudyInstanceUID = instance.study_instance_uid
+        series.SeriesInstanceUID = ""
+        series.Modality = ""
+        series.SeriesNumber = ""
         image = Dataset()
         image.QueryRetrieveLevel = "IMAGE"
         image.StudyInstanceUID = instance.study_instance_uid
@@ -393,7 +450,10 @@ class Bench:
         encode = dicomclient.encode_identifier
         return [Query(QUERY_KINDS[0], dicomclient.PATIENT_ROOT_FIND, encode(patient), 1),
                 Query(QUERY_KINDS[1], dicomclient.STUDY_ROOT_FIND, encode(by_date), last - middle + 1),
-                Query(QUERY_KINDS[2], dicomclient.STUDY_ROOT_FIND, encode(image), 1)]
+                Query(QUERY_KINDS[2], dicomclient.STUDY_ROOT_FIND, encode(by_name),
+                      sum(name.startswith(prefix) for name in names)),
+                Query(QUERY_KINDS[3], dicomclient.STUDY_ROOT_FIND, encode(series), 1),
+                Query(QUERY_KINDS[4], dicomclient.STUDY_ROOT_FIND, encode(image), 1)]
 
     def measure_find(self, server: Server, rep: int) -> None:
         self._check_prefilled(server)
@@ -407,6 +467,63 @@ class Bench:
                 except (ClientError, dicomclient.DicomError, OSError) as error:
                     row.fail(server.name, str(error) or type(error).__name__)
             server.release(title)
+
+    def measure_store_big(self, server: Server, rep: int) -> None:
+        """C-STORE into an empty area and into the largest area, one after the other (in turns)."""
+        self._check_prefilled(server)
+        big = self.into_big[rep][:self.settings.dcmtk_big_count] if server.name == "dcmtk" else self.into_big[rep]
+        runs = [("INTOE", self.into_empty[rep], "intoempty"), ("INTOB", big, "intobig")]
+        for prefix, instances, row in runs if rep % 2 == 0 else reversed(runs):
+            self._store(server, f"{prefix}{rep}", instances, row)
+            server.release(f"{prefix}{rep}")
+
+    def measure_startup(self, server: Server, rep: int) -> None:
+        """A server of the same kind started with only the largest area: the seconds until a C-ECHO to it
+        is answered, the first C-FIND, then every C-FIND once on one association and the memory of the
+        process that answered them."""
+        self._check_prefilled(server)
+        fresh = type(server)(self.work / f"{server.name}-startup{rep}", self.receiver.port)
+        fresh.add_area(self._area(fresh, "BIG", self.settings.big_size, read_only=True))
+        try:
+            fresh.start()
+            endpoint = fresh.endpoint("BIG")   # Orthanc: started here
+            association = dicomclient.associate(endpoint.port, "BIG", CLIENT_AE, [dicomclient.VERIFICATION])
+            status = association.echo()
+            seconds = time.perf_counter() - fresh.started_at
+            association.release()
+            if status != 0:
+                raise ClientError(f"C-ECHO status {status:#06x}")
+            self.rows["startup"].record(server.name, seconds)
+            query = next(q for q in self.queries(self.settings.big_size) if q.label == FIRST_QUERY)
+            association = dicomclient.associate(endpoint.port, "BIG", CLIENT_AE, [query.model])
+            try:
+                started = time.perf_counter()
+                status, matches = association.find(query.model, query.identifier)
+                elapsed = time.perf_counter() - started
+            finally:
+                association.release()
+            if status != 0 or matches != query.expected_matches:
+                raise ClientError(f"first C-FIND: status {status:#06x}, {matches} matches")
+            self.rows["firstfind"].record(server.name, elapsed * 1000)
+            memory = self._memory_after_queries(endpoint, self.queries(self.settings.big_size))
+            self.rows["findmemory"].record(server.name, memory.pss / MIB)
+            self.rows["findmemory"].note(server.name, f"RSS {memory.rss / MIB:.1f} MiB, USS {memory.uss / MIB:.1f} MiB")
+        finally:
+            fresh.stop()
+
+    @staticmethod
+    def _memory_after_queries(endpoint: Endpoint, queries: list[Query]) -> Memory:
+        """Each of ``queries`` once on one association, then the memory of the process serving it."""
+        association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
+                                            list(dict.fromkeys(query.model for query in queries)))
+        try:
+            for number, query in enumerate(queries, 1):
+                status, matches = association.find(query.model, query.identifier, number)
+                if status != 0 or matches != query.expected_matches:
+                    raise ClientError(f"{query.label}: status {status:#06x}, {matches} matches")
+            return serving_process_memory(endpoint.pid, association.sock.getsockname()[1])
+        finally:
+            association.release()
 
     # --- the machine's limits ---------------------------------------------------------------------------
 

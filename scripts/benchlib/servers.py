@@ -130,7 +130,8 @@ class Area:
 
     ``index`` is a ready ``index.dat`` (qrscp, dcmqrscp) and ``orthanc_db`` a ready Orthanc storage
     directory, for prefilled areas; both None for an empty one. Prefilled areas are copied, unless
-    ``read_only`` (only queried): then Orthanc runs on ``orthanc_db`` itself."""
+    ``read_only`` (only queried): then the area's ``index.dat`` is a hard link to ``index``, and Orthanc
+    runs on ``orthanc_db`` itself."""
 
     title: str
     index: Path | None = None
@@ -149,6 +150,8 @@ class Server(ABC):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.receiver_port = receiver_port
         self.areas: dict[str, Area] = {}
+        #: ``time.perf_counter()`` when the last server process was started
+        self.started_at = 0.0
 
     def add_area(self, area: Area) -> None:
         self.areas[area.title] = area
@@ -206,12 +209,16 @@ class CtnServer(Server):
         for title, area in self.areas.items():
             directory = self.area_directory(title)
             directory.mkdir(parents=True, exist_ok=True)
-            if area.index is not None:
-                shutil.copyfile(area.index, directory / "index.dat")
+            if area.index is not None and area.read_only:
+                (directory / "index.dat").unlink(missing_ok=True)
+                os.link(area.index, directory / "index.dat")
+            elif area.index is not None:
+                copy_to_disk(area.index, directory / "index.dat")
         config = self.directory / "server.cfg"
         config.write_text(self.config_text())
         command, env = self.command(config)
         with open(self.log, "ab") as log:
+            self.started_at = time.perf_counter()
             self.process = subprocess.Popen(command, cwd=self.directory, env=env, stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=log, start_new_session=True)
         try:
@@ -327,6 +334,7 @@ class OrthancServer(Server):
         config.write_text(json.dumps(self._configuration(title, port, storage), indent=2))
         log = directory / "orthanc.log"
         with open(log, "ab") as log_file:
+            self.started_at = time.perf_counter()
             process = subprocess.Popen([str(self.binary), str(config)], cwd=directory, env=dcmtk_env(),
                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                        start_new_session=True)
@@ -354,6 +362,15 @@ class OrthancServer(Server):
         return None
 
 
+def copy_to_disk(source: Path, target: Path) -> None:
+    """Copy a file and wait until the copy is on disk: a prefilled area is measured as an archive's
+    would be, not while the kernel writes hundreds of megabytes of it back (which slows every write to
+    the file, and the disk, meanwhile)."""
+    shutil.copyfile(source, target)
+    with open(target, "rb+") as copy:
+        os.fsync(copy.fileno())
+
+
 def copy_orthanc_database(source: Path, target: Path) -> None:
     """A private copy of an Orthanc storage directory: the stored files (never changed by Orthanc) are
     hard-linked, the SQLite index (top-level files) is copied."""
@@ -361,7 +378,7 @@ def copy_orthanc_database(source: Path, target: Path) -> None:
     for entry in source.iterdir():
         if entry.is_file():
             (target / entry.name).unlink()
-            shutil.copy2(entry, target / entry.name)
+            copy_to_disk(entry, target / entry.name)
 
 
 SERVER_CLASSES: dict[str, type[Server]] = {cls.name: cls for cls in (QrscpServer, DcmtkServer, OrthancServer)}
@@ -392,6 +409,29 @@ class Receiver:
         if self.process is not None:
             stop_process(self.process)
             self.process = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The memory of one process, bytes: resident, proportional (shared pages divided among their
+    users) and unique (what its exit would free)."""
+
+    rss: int
+    pss: int
+    uss: int
+
+
+def serving_process_memory(root: int, client_port: int) -> Memory:
+    """The memory of the process of ``root``'s tree that holds the server end of the TCP connection
+    whose client end is ``client_port`` on 127.0.0.1 (the worker serving that association)."""
+    for process in process_tree(root):
+        try:
+            if any(c.raddr and c.raddr.port == client_port for c in process.net_connections(kind="tcp")):
+                info = process.memory_full_info()
+                return Memory(info.rss, info.pss, info.uss)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    raise LookupError(f"no process of {root}'s tree serves the connection from port {client_port}")
 
 
 class PeakMemory:
