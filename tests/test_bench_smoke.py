@@ -54,6 +54,12 @@ def test_smoke_run_prints_every_row(tmp_path: Path) -> None:
     assert [row["label"] for row in report["machine"]] == machine_rows
     assert report["environment"]["servers"] == servers.split(",")
     assert written[1].read_text() in result.stdout + "\n"
+    tls_rows = [row for row in report["rows"] if row["key"].startswith("tls:")]
+    assert len(tls_rows) == 4
+    for row in tls_rows:   # qrscp measured over TLS; DCMTK 3.6.7's dcmqrscp has none: no figure, a note why
+        assert row["values"].get("qrscp") and not row["errors"].get("qrscp"), row
+        if HAVE_DCMTK:
+            assert "dcmtk" not in row["values"] and "has no TLS" in row["notes"]["dcmtk"][0], row
 
 
 def test_unknown_server_is_a_usage_error() -> None:

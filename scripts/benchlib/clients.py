@@ -1,10 +1,12 @@
 """The clients that drive every server alike: DCMTK's storescu/getscu/movescu, and our raw-socket client
 (:mod:`benchlib.dicomclient`) for association rate and C-FIND latency, where a process start per
-request would be measured instead of the server."""
+request would be measured instead of the server, and for C-MOVE over TLS (DCMTK 3.6.7's movescu has
+none). An endpoint with TLS credentials is reached over TLS by every client that can."""
 from __future__ import annotations
 
 import multiprocessing
 import re
+import ssl
 import statistics
 import subprocess
 import time
@@ -53,7 +55,8 @@ def storescu(endpoint: Endpoint, batches: list[list[Path]], timeout: float) -> S
     """Send each batch of files with its own ``storescu`` (one association each), all batches at once;
     the wall time from the first start to the last exit."""
     def run(files: list[Path]) -> subprocess.CompletedProcess:
-        command = [dcmtk("storescu"), "-v", "-nh", "-aec", endpoint.called_ae, "-aet", CLIENT_AE,
+        tls = endpoint.tls.dcmtk_client_options() if endpoint.tls else []
+        command = [dcmtk("storescu"), "-v", "-nh", *tls, "-aec", endpoint.called_ae, "-aet", CLIENT_AE,
                    "127.0.0.1", str(endpoint.port), *map(str, files)]
         return subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True, timeout=timeout)
 
@@ -115,6 +118,33 @@ def movescu(endpoint: Endpoint, study_instance_uid: str, timeout: float) -> floa
     return _timed(command, timeout)
 
 
+def move(endpoint: Endpoint, study_instance_uid: str, timeout: float) -> float:
+    """C-MOVE of a whole study to the receiver with the raw-socket client (over TLS if the endpoint has
+    it); the seconds from the request to its final response."""
+    identifier = pydicom.Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_instance_uid
+    association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
+                                        [dicomclient.STUDY_ROOT_FIND, dicomclient.STUDY_ROOT_MOVE],
+                                        tls=_context(endpoint), timeout=timeout)
+    try:
+        if dicomclient.STUDY_ROOT_MOVE not in association.contexts:
+            raise ClientError("the C-MOVE model was not accepted")
+        start = time.perf_counter()
+        status, completed, failed = association.move(dicomclient.encode_identifier(identifier), RECEIVER_AE)
+        seconds = time.perf_counter() - start
+    finally:
+        association.release()
+    if status != 0 or failed:
+        raise ClientError(f"C-MOVE status {status:#06x}, {completed} completed, {failed} failed")
+    return seconds
+
+
+def _context(endpoint: Endpoint) -> ssl.SSLContext | None:
+    """The raw-socket client's TLS context for ``endpoint``, or None when it is reached in the clear."""
+    return endpoint.tls.client_context if endpoint.tls else None
+
+
 def _timed(command: list[str], timeout: float, strict: bool = True) -> float:
     start = time.perf_counter()
     result = subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True, timeout=timeout)
@@ -144,6 +174,7 @@ def _echo_worker(endpoint: Endpoint, start_at: float, seconds: float, results) -
     """One client process: associate, C-ECHO, release, as often as possible for ``seconds`` from the
     wall-clock time ``start_at``. Puts (successes, failures, first failure, elapsed seconds)."""
     request = dicomclient.associate_rq(endpoint.called_ae, CLIENT_AE, [dicomclient.VERIFICATION])
+    tls = _context(endpoint)
     count, failures, error = 0, 0, ""
     while time.time() < start_at:
         time.sleep(0.001)
@@ -152,7 +183,7 @@ def _echo_worker(endpoint: Endpoint, start_at: float, seconds: float, results) -
     while time.perf_counter() < end and failures <= count:
         try:
             association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
-                                                [dicomclient.VERIFICATION], request)
+                                                [dicomclient.VERIFICATION], request, tls=tls)
             status = association.echo()
             association.release()
             if status != 0:
@@ -210,7 +241,8 @@ def find_latency(endpoint: Endpoint, query: Query, repeats: int, budget: float =
     association, after one untimed warm-up query: ``repeats`` round trips, fewer (at least 3) once
     ``budget`` seconds are spent."""
     association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
-                                        [dicomclient.PATIENT_ROOT_FIND, dicomclient.STUDY_ROOT_FIND])
+                                        [dicomclient.PATIENT_ROOT_FIND, dicomclient.STUDY_ROOT_FIND],
+                                        tls=_context(endpoint))
     try:
         if query.model not in association.contexts:
             raise ClientError("the C-FIND model was not accepted")

@@ -1,13 +1,15 @@
 """A minimal, fast DICOM upper-layer client (PS3.8) on a raw socket, for the benchmark's latency rows.
 
-It does only what the benchmark needs: associate with a few presentation contexts, send C-ECHO or
-C-FIND requests, read the responses' command sets (identifiers are counted, not decoded), release.
+It does only what the benchmark needs: associate with a few presentation contexts (over TLS when given a
+context), send C-ECHO, C-FIND or C-MOVE requests, read the responses' command sets (identifiers are
+counted, not decoded), release.
 Everything is built once and sent with one ``sendall``, so the client costs a few tens of microseconds
 per message and the server's time dominates what is measured. Independent of the package under test.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,11 +23,12 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 VERIFICATION = "1.2.840.10008.1.1"
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 #: A UUID-derived UID (PS3.5 B.2) naming this client.
 IMPLEMENTATION_CLASS_UID = "2.25.110981712377800924660028977266124053054"
 IMPLEMENTATION_VERSION = "QRSCP_BENCH"
 
-C_ECHO_RQ, C_FIND_RQ = 0x0030, 0x0020
+C_ECHO_RQ, C_FIND_RQ, C_MOVE_RQ = 0x0030, 0x0020, 0x0021
 NO_DATA_SET, DATA_SET_PRESENT = 0x0101, 0x0000
 PENDING_STATUSES = (0xFF00, 0xFF01)
 MAX_PDU = 16384
@@ -66,10 +69,12 @@ def _element(group_element: int, value: bytes) -> bytes:
 
 
 def command_set(command_field: int, sop_class_uid: str, message_id: int, data_set_type: int,
-                priority: int | None = None) -> bytes:
+                priority: int | None = None, move_destination: str | None = None) -> bytes:
     """A request command set (group 0000, Implicit VR Little Endian) with its group length."""
     body = _element(0x0002, sop_class_uid.encode()) + _element(0x0100, struct.pack("<H", command_field)) + \
         _element(0x0110, struct.pack("<H", message_id))
+    if move_destination is not None:
+        body += _element(0x0600, (move_destination + " " * (len(move_destination) % 2)).encode())  # AE: space-padded
     if priority is not None:
         body += _element(0x0700, struct.pack("<H", priority))
     body += _element(0x0800, struct.pack("<H", data_set_type))
@@ -195,6 +200,19 @@ class Association:
                 return status, matches
             matches += 1
 
+    def move(self, identifier: bytes, destination: str, message_id: int = 1) -> tuple[int, int, int]:
+        """One Study Root C-MOVE of an encoded ``identifier`` to AE ``destination``: (final status,
+        completed sub-operations, failed sub-operations)."""
+        context_id = self.contexts[STUDY_ROOT_MOVE]
+        command = command_set(C_MOVE_RQ, STUDY_ROOT_MOVE, message_id, DATA_SET_PRESENT, priority=0,
+                              move_destination=destination)
+        self.sock.sendall(p_data(context_id, command, True) + p_data(context_id, identifier, False))
+        while True:
+            response = self.read_message()
+            status = status_of(response)
+            if status not in PENDING_STATUSES:
+                return status, _us_value(response, 0x1021) or 0, _us_value(response, 0x1022) or 0
+
     def release(self) -> None:
         """A-RELEASE-RQ, wait for the A-RELEASE-RP, close."""
         try:
@@ -206,17 +224,27 @@ class Association:
             self.sock.close()
 
 
-def connect(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> socket.socket:
-    """A TCP connection with Nagle's algorithm off (every exchange here is one small message)."""
+def connect(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
+            tls: ssl.SSLContext | None = None) -> socket.socket:
+    """A TCP connection with Nagle's algorithm off (every exchange here is one small message), with a TLS
+    handshake first when given a ``tls`` context."""
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        try:
+            return tls.wrap_socket(sock)
+        except BaseException:
+            sock.close()
+            raise
     return sock
 
 
 def associate(port: int, called: str, calling: str, abstract_syntaxes: list[str],
-              request: bytes | None = None, host: str = "127.0.0.1") -> Association:
-    """Open an association; ``request`` is a pre-encoded A-ASSOCIATE-RQ for ``abstract_syntaxes``."""
-    sock = connect(port, host)
+              request: bytes | None = None, host: str = "127.0.0.1",
+              tls: ssl.SSLContext | None = None, timeout: float = 30.0) -> Association:
+    """Open an association (over TLS with a ``tls`` context); ``request`` is a pre-encoded A-ASSOCIATE-RQ
+    for ``abstract_syntaxes``; ``timeout``: for every read and write on it."""
+    sock = connect(port, host, timeout, tls=tls)
     association = Association(sock, {})
     try:
         sock.sendall(request or associate_rq(called, calling, abstract_syntaxes))

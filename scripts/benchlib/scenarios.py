@@ -22,6 +22,7 @@ from benchlib.clients import (
     association_rate,
     find_latency,
     getscu,
+    move,
     movescu,
     sop_instance_uids,
     store_all,
@@ -31,6 +32,7 @@ from benchlib.corpus import FIND_CT, LARGE_MULTIFRAME, SMALL_CT, Corpus, Instanc
 from benchlib.prefill import build_index, build_orthanc_databases, study_count
 from benchlib.report import Row, Target
 from benchlib import transcode
+from benchlib.tls import Credentials, make_credentials
 from benchlib.servers import (
     CLIENT_AE,
     Area,
@@ -96,6 +98,12 @@ QUERY_KINDS = ("PATIENT by PatientID", "STUDY by StudyDate range", "STUDY by Pat
 #: The query of the first C-FIND after start-up.
 FIRST_QUERY = QUERY_KINDS[-1]
 MIB = 1 << 20
+#: The areas of a server's TLS twin besides those of each repetition.
+TLS_ECHO, TLS_RETRIEVE = "TECHO", "TQR"
+
+
+class NotApplicable(Exception):
+    """The measurement does not apply to this server (its rows show "-" and a note why)."""
 
 
 def make_rows(settings: Settings) -> dict[str, Row]:
@@ -115,6 +123,13 @@ def make_rows(settings: Settings) -> dict[str, Row]:
             decimals=1),
         Row("move", f"C-MOVE of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
         Row("get", f"C-GET of a {settings.retrieve_count}-instance study, inst/s", target=Target(0.5)),
+        Row("tls:assoc", "over TLS: associations/s (one C-ECHO each)", target=Target(1.0, peer="orthanc")),
+        Row("tls:store1", f"over TLS: C-STORE small, 1 association, inst/s ({settings.store_count})",
+            target=Target(1.0, peer="orthanc")),
+        Row("tls:large", f"over TLS: C-STORE 25 MB multi-frame, MB/s ({settings.large_count})", decimals=1,
+            target=(Target(0.7, baseline="large", baseline_label="plain"), Target(1.0, peer="orthanc"))),
+        Row("tls:move", f"over TLS: C-MOVE of a {settings.retrieve_count}-instance study (sub-associations "
+                        f"over TLS), inst/s", target=Target(1.0, peer="orthanc")),
     ]
     rows += [Row(key, label, decimals=1, target=Target(1.0, peer="orthanc") if not key.endswith(":mb") else None)
              for key, label in transcode.row_labels(settings.transcode_count)]
@@ -171,6 +186,12 @@ class Bench:
         self.index_seeds: dict[int, Path] = {}
         self.index_problem: str | None = None
         self.orthanc_seeds: dict[int, Path] = {}
+        #: the TLS rows: credentials, their C-MOVE receiver, and each server's twin that serves TLS only
+        self.tls: Credentials | None = None
+        self.tls_receiver = Receiver(scratch / "receiver-tls")
+        self.tls_problem: str | None = None
+        self.tls_servers: dict[str, Server] = {}
+        self.tls_broken: dict[str, str] = {}
 
     # --- set-up -------------------------------------------------------------------------------------
 
@@ -230,11 +251,18 @@ class Bench:
         return Area(title, index=self.index_seeds.get(size), read_only=read_only)
 
     def start_receiver(self) -> None:
-        """The C-MOVE destination (before any server: Orthanc's prefill already needs it)."""
+        """The C-MOVE destinations, in the clear and over TLS (before any server: Orthanc's prefill already
+        needs the first)."""
         try:
             self.receiver.start()
         except Exception as error:  # noqa: BLE001 - only the C-MOVE row needs it
             self.receiver_problem = f"the C-MOVE receiver (storescp) did not start: {error}"
+        try:
+            self.tls = make_credentials(self.work / "tls")
+            self.tls_receiver.tls = self.tls
+            self.tls_receiver.start()
+        except Exception as error:  # noqa: BLE001 - only the TLS rows need them
+            self.tls_problem = f"no TLS set-up: {error}"
 
     def start_servers(self) -> None:
         """Start every server with all its areas; store the study of the C-MOVE/C-GET rows."""
@@ -267,9 +295,10 @@ class Bench:
 
     def stop(self) -> None:
         """Stop every server and the receiver (again: a no-op)."""
-        for server in self.servers:
+        for server in [*self.servers, *self.tls_servers.values()]:
             server.stop()
         self.receiver.stop()
+        self.tls_receiver.stop()
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -284,6 +313,9 @@ class Bench:
             ("C-STORE into the largest area", self.measure_store_big, ("intoempty", "intobig")),
             ("C-STORE large", self.measure_store_large, ("large",)),
             ("C-MOVE/C-GET", self.measure_retrieve, ("move", "get")),
+            ("associations over TLS", self.measure_tls_associations, ("tls:assoc",)),
+            ("C-STORE over TLS", self.measure_tls_store, ("tls:store1", "tls:large")),
+            ("C-MOVE over TLS", self.measure_tls_move, ("tls:move",)),
             ("C-MOVE with transcoding", self.measure_transcode,
              tuple(key for key in self.rows if key.startswith("transcode:"))),
             ("C-FIND", self.measure_find, find_rows),
@@ -307,6 +339,12 @@ class Bench:
         if problem is None:
             try:
                 measure(server, rep)
+            except NotApplicable as reason:
+                for key in row_keys:
+                    if str(reason) not in self.rows[key].notes.get(server.name, []):
+                        self.rows[key].note(server.name, str(reason))
+                self.log(f"{name} [{server.name}]: n/a, {reason}")
+                return
             except Exception as error:  # noqa: BLE001 - becomes the cell's error
                 problem = f"{type(error).__name__}: {error}" if not isinstance(error, ClientError) else str(error)
                 if (late := server.problem()) is not None:
@@ -401,6 +439,57 @@ class Bench:
             seconds = getscu(endpoint, study, Path(directory), self.settings.timeout)
             _check_received(len(os.listdir(directory)), count)
             self.rows["get"].record(server.name, count / seconds)
+
+    def _tls_twin(self, server: Server) -> Server:
+        """``server``'s twin that serves TLS only (started on first use, with the study to retrieve)."""
+        if server.no_tls:
+            raise NotApplicable(server.no_tls)
+        if self.tls_problem or self.tls is None:
+            raise ClientError(self.tls_problem or "no TLS set-up")
+        if server.name in self.tls_broken:
+            raise ClientError(self.tls_broken[server.name])
+        if server.name not in self.tls_servers:
+            twin = type(server)(self.work / f"{server.name}-tls", self.tls_receiver.port, self.tls)
+            for title in (TLS_ECHO, TLS_RETRIEVE, *(f"{prefix}{rep}" for rep in range(self.settings.repetitions)
+                                                    for prefix in ("TS1R", "TSLR"))):
+                twin.add_area(Area(title))
+            self.tls_servers[server.name] = twin
+            try:
+                twin.start()
+                outcome = store_all(twin.endpoint(TLS_RETRIEVE), [i.path for i in self.retrieve], 1,
+                                    self.settings.timeout)
+                if outcome.failed:
+                    raise ClientError(f"{len(outcome.failed)} instances of the study to retrieve were not stored "
+                                      f"over TLS")
+            except Exception as error:
+                self.tls_broken[server.name] = f"the TLS server: {error}"
+                raise
+        return self.tls_servers[server.name]
+
+    def measure_tls_associations(self, server: Server, rep: int) -> None:
+        twin = self._tls_twin(server)
+        rate = association_rate(twin.endpoint(TLS_ECHO), self.settings.echo_seconds)
+        twin.release(TLS_ECHO)
+        self.rows["tls:assoc"].record(server.name, rate.per_second)
+        if rate.failures:
+            self.rows["tls:assoc"].note(server.name, f"{rate.failures} of {rate.attempts} associations over TLS "
+                                                     f"failed; first: {rate.first_error}")
+
+    def measure_tls_store(self, server: Server, rep: int) -> None:
+        twin = self._tls_twin(server)
+        self._store(twin, f"TS1R{rep}", self.store1[rep], "tls:store1")
+        twin.release(f"TS1R{rep}")
+        self._store(twin, f"TSLR{rep}", self.large[rep], "tls:large", megabytes=True)
+        twin.release(f"TSLR{rep}")
+
+    def measure_tls_move(self, server: Server, rep: int) -> None:
+        twin = self._tls_twin(server)
+        if self.tls_receiver.process is None:
+            raise ClientError(self.tls_problem or "the TLS C-MOVE receiver is not running")
+        self.tls_receiver.clear()
+        seconds = move(twin.endpoint(TLS_RETRIEVE), self.retrieve[0].study_instance_uid, self.settings.timeout)
+        _check_received(len(os.listdir(self.tls_receiver.directory)), len(self.retrieve))
+        self.rows["tls:move"].record(server.name, len(self.retrieve) / seconds)
 
     def measure_transcode(self, server: Server, rep: int) -> None:
         if self.receiver_problem:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from benchlib.tls import Credentials
+
 DCMTK_BIN = Path("/usr/bin")
 ORTHANC_CANDIDATES = (Path("/usr/sbin/Orthanc"), Path("/usr/bin/Orthanc"), Path("/usr/local/bin/Orthanc"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +124,7 @@ class Endpoint:
     port: int
     called_ae: str
     pid: int  # the process whose tree serves the area (for memory sampling)
+    tls: Credentials | None = None  # the credentials to connect with, when the server requires TLS
 
 
 @dataclass(frozen=True)
@@ -141,14 +144,20 @@ class Area:
 
 class Server(ABC):
     """A server under test: ``add_area`` for every area, ``start`` once, then ``endpoint``/``release``
-    around each use of an area, ``stop`` at the end."""
+    around each use of an area, ``stop`` at the end. With ``tls``, it accepts TLS only, with the server's
+    credentials, and sends C-MOVE sub-operations over TLS (the receiver must then be a TLS one)."""
 
     name: str
+    #: Why this server cannot run with TLS, or "" if it can.
+    no_tls = ""
 
-    def __init__(self, directory: Path, receiver_port: int) -> None:
+    def __init__(self, directory: Path, receiver_port: int, tls: Credentials | None = None) -> None:
+        if tls is not None and self.no_tls:
+            raise NotImplementedError(self.no_tls)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.receiver_port = receiver_port
+        self.tls = tls
         self.areas: dict[str, Area] = {}
         #: ``time.perf_counter()`` when the last server process was started
         self.started_at = 0.0
@@ -179,8 +188,8 @@ class Server(ABC):
 class CtnServer(Server):
     """qrscp or dcmqrscp: one process (forking a worker per association), one AE title per area."""
 
-    def __init__(self, directory: Path, receiver_port: int) -> None:
-        super().__init__(directory, receiver_port)
+    def __init__(self, directory: Path, receiver_port: int, tls: Credentials | None = None) -> None:
+        super().__init__(directory, receiver_port, tls)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.stopped = False
@@ -231,7 +240,7 @@ class CtnServer(Server):
         if title not in self.areas:
             raise KeyError(f"no area {title}")
         assert self.process is not None
-        return Endpoint(self.port, title, self.process.pid)
+        return Endpoint(self.port, title, self.process.pid, self.tls)
 
     def stop(self) -> None:
         if self.process is not None and not self.stopped:
@@ -252,11 +261,13 @@ class QrscpServer(CtnServer):
     def command(self, config: Path) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), env.get("PYTHONPATH"))))
-        return [sys.executable, "-m", "qrscp", "-c", str(config), str(self.port)], env
+        tls = self.tls.dcmtk_server_options() if self.tls else []
+        return [sys.executable, "-m", "qrscp", "-c", str(config), *tls, str(self.port)], env
 
 
 class DcmtkServer(CtnServer):
     name = "dcmtk"
+    no_tls = "DCMTK 3.6.7's dcmqrscp has no TLS (3.7.0 added it)"
 
     def command(self, config: Path) -> tuple[list[str], dict[str, str]]:
         return [dcmtk("dcmqrscp"), "-c", str(config), str(self.port)], dcmtk_env()
@@ -271,8 +282,8 @@ class OrthancServer(Server):
 
     name = "orthanc"
 
-    def __init__(self, directory: Path, receiver_port: int) -> None:
-        super().__init__(directory, receiver_port)
+    def __init__(self, directory: Path, receiver_port: int, tls: Credentials | None = None) -> None:
+        super().__init__(directory, receiver_port, tls)
         self.binary = orthanc_binary()
         self.running: dict[str, tuple[subprocess.Popen, int]] = {}
         self.failed: str | None = None
@@ -282,7 +293,16 @@ class OrthancServer(Server):
             raise RuntimeError("Orthanc is not installed")
 
     def _configuration(self, title: str, port: int, storage: Path) -> dict:
-        return {
+        receiver = {"AET": RECEIVER_AE, "Host": "127.0.0.1", "Port": self.receiver_port,
+                    "UseDicomTls": self.tls is not None}
+        tls = {} if self.tls is None else {
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": str(self.tls.server_certificate),
+            "DicomTlsPrivateKey": str(self.tls.server_key),
+            "DicomTlsTrustedCertificates": str(self.tls.authority),
+            "DicomTlsRemoteCertificateRequired": True,
+        }
+        return tls | {
             "Name": f"bench {title}",
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
@@ -302,7 +322,7 @@ class OrthancServer(Server):
             "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowGet": True,
             "DicomAlwaysAllowMove": True,
-            "DicomModalities": {RECEIVER_AE: [RECEIVER_AE, "127.0.0.1", self.receiver_port]},
+            "DicomModalities": {RECEIVER_AE: receiver},
             "SaveJobs": False,
             "LimitFindResults": 0,
             "LimitFindInstances": 0,
@@ -322,7 +342,7 @@ class OrthancServer(Server):
                 copy_orthanc_database(area.orthanc_db, storage)
             self.running[title] = self.launch(title, directory, storage)
         process, port = self.running[title]
-        return Endpoint(port, title, process.pid)
+        return Endpoint(port, title, process.pid, self.tls)
 
     def launch(self, title: str, directory: Path, storage: Path) -> tuple[subprocess.Popen, int]:
         """An Orthanc process with its configuration and log in ``directory`` and its database in
@@ -385,19 +405,22 @@ SERVER_CLASSES: dict[str, type[Server]] = {cls.name: cls for cls in (QrscpServer
 
 
 class Receiver:
-    """DCMTK's ``storescp`` as the C-MOVE destination, writing into ``directory`` (a tmpfs if possible)."""
+    """DCMTK's ``storescp`` as the C-MOVE destination, writing into ``directory`` (a tmpfs if possible);
+    with ``tls``, it accepts TLS only, with the server's credentials."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: Credentials | None = None) -> None:
         self.directory = Path(directory)
         self.port = free_port()
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = self.directory.parent / "storescp.log"
+        log = self.directory.parent / f"{self.directory.name}.log"
+        tls = self.tls.dcmtk_server_options() if self.tls else []
         with open(log, "ab") as log_file:
             self.process = subprocess.Popen(
-                [dcmtk("storescp"), "-aet", RECEIVER_AE, "-od", str(self.directory), str(self.port)],
+                [dcmtk("storescp"), "-aet", RECEIVER_AE, *tls, "-od", str(self.directory), str(self.port)],
                 env=dcmtk_env(), stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
         wait_for_port(self.port, self.process, log)
 
