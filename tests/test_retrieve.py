@@ -507,6 +507,16 @@ def assert_index_unlocked(area: Path) -> None:
         fcntl.flock(file, fcntl.LOCK_UN)
 
 
+def assert_images_unlocked(area: Path) -> None:
+    """No stored file of the area is held under a sub-operation's lock (nor the one opened ahead of it)."""
+    files = [path for path in area.iterdir() if path.name != "index.dat" and path.is_file()]
+    assert files
+    for path in files:
+        with open(path, "rb") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 # --- cancel -------------------------------------------------------------------------------------------------------
 
 def test_cancel_during_move(tmp_path: Path, area: Path) -> None:
@@ -530,8 +540,9 @@ def test_cancel_during_move(tmp_path: Path, area: Path) -> None:
 
 
 def test_cancel_during_get(tmp_path: Path, area: Path) -> None:
-    """A C-CANCEL after the first pending C-GET response: final 0xFE00; no index lock is left held while
-    the association stays open, and the AE answers an echo."""
+    """A C-CANCEL after the first pending C-GET response: final 0xFE00; no index lock and no file lock (the
+    file opened ahead for the next sub-operation included) is left held while the association stays
+    open, and the AE answers an echo."""
     stored: list[str] = []
 
     def on_store(event) -> int:
@@ -550,6 +561,7 @@ def test_cancel_during_get(tmp_path: Path, area: Path) -> None:
                 if len(responses) == 1:
                     association.send_c_cancel(9, query_model=get_model)
             assert_index_unlocked(area)
+            assert_images_unlocked(area)
         echo = echoscu(server.port, timeout=10)
     assert responses[0].Status == 0xFF00
     last = responses[-1]

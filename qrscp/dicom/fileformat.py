@@ -107,34 +107,45 @@ def detect_transfer_syntax(head: bytes) -> str:
     return uids.EXPLICIT_VR_BE
 
 
+#: How much of a file is read at once for its meta information (which is longer only with large private
+#: group 0002 elements: then more is read).
+_META_READ = 1 << 12
+_META_HEADER = struct.Struct("<HH2sH")
+
+
 def read_meta(source: Source) -> tuple[int, dict[int, bytes]]:
     """Where the data set starts in a file, and its group 0002 elements (tag -> raw value).
 
     A file may lack the preamble (the meta information then starts at 0) or the meta information
     altogether (written with ``-F``: the data set starts at 0).
     """
-    if source.size >= 132 and source.read(128, 4) == b"DICM":
+    data = source.read(0, min(source.size, _META_READ))
+    if len(data) >= 132 and data[128:132] == b"DICM":
         pos = 132
-    elif source.size >= 8 and source.read(0, 2) == b"\x02\x00":
+    elif data[:2] == b"\x02\x00" and len(data) >= 8:
         pos = 0
     else:
         return 0, {}
     meta: dict[int, bytes] = {}
-    while pos + 8 <= source.size and source.read(pos, 2) == b"\x02\x00":
-        head = source.read(pos, 8)
-        tag = 0x00020000 | struct.unpack_from("<H", head, 2)[0]
-        vr = head[4:6].decode("latin-1")
-        if vr in ("OB", "OW", "OF", "SQ", "UT", "UN"):
-            length = struct.unpack("<L", source.read(pos + 8, 4))[0]
+    while True:
+        if pos + 12 > len(data) < source.size:     # what follows may lie beyond what was read
+            data = source.read(0, min(source.size, max(2 * len(data), pos + 12)))
+        if pos + 8 > len(data) or data[pos:pos + 2] != b"\x02\x00":
+            return pos, meta
+        _group, element, vr, length = _META_HEADER.unpack_from(data, pos)
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if pos + 12 > len(data):
+                raise DataSetError(f"data set truncated at offset {pos + 8}")
+            length = struct.unpack_from("<L", data, pos + 8)[0]
             pos += 12
         else:
-            length = struct.unpack_from("<H", head, 6)[0]
             pos += 8
         if length == 0xFFFFFFFF:
             raise DataSetError("undefined length in the file meta information")
-        meta[tag] = source.read(pos, length)
+        if pos + length > len(data):
+            data = source.read(0, pos + length)    # raises DataSetError past the end of the file
+        meta[0x00020000 | element] = data[pos:pos + length]
         pos += length
-    return pos, meta
 
 
 def _uid(value: bytes | None) -> str:

@@ -6,12 +6,16 @@ to an AE of this very server cannot deadlock), then run a :class:`Retrieval`, as
 instance as a C-STORE sub-operation through a :class:`Sender` — a sub-association for C-MOVE, the
 requesting association itself for C-GET — on the accepted context its stored transfer syntax reaches
 most cheaply, converted if need be (README "Transcoding"). A pending response follows every
-sub-operation, and a C-CANCEL-RQ is looked for before each.
+sub-operation, and a C-CANCEL-RQ is looked for before each. While the peer stores one instance, the
+next one's file is opened (the sender calls back once its request is sent), so that the peer's work and
+ours overlap as they can on a machine with more than one core.
 """
 from __future__ import annotations
 
 import logging
 import mmap
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -109,7 +113,8 @@ class Sender(Protocol):
     #: set when a C-CANCEL-RQ arrived while a sub-operation was under way (C-GET)
     cancelled: bool
 
-    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int: ...
+    def send(self, instance: Instance, stored: StoredInstance, priority: int, meanwhile: Callable[[], None]) -> int:
+        """Send the C-STORE-RQ, call ``meanwhile`` (once the request is out), then wait for the response."""
 
     def close(self) -> None:
         """End whatever the sender opened."""
@@ -209,7 +214,7 @@ class SubAssociationSender:
         self.cancelled = False
         self.broken = False
 
-    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
+    def send(self, instance: Instance, stored: StoredInstance, priority: int, meanwhile: Callable[[], None]) -> int:
         if self.broken:
             raise SubOperationFailed("sub-association lost")
         context, transfer = _prepare(self.association, instance, stored, None, self.label,
@@ -218,6 +223,7 @@ class SubAssociationSender:
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         try:
             _send_store_request(self.association, context.context_id, request, transfer.dataset)
+            meanwhile()
             while True:
                 context_id, response = self.association.receive_command(self.timeout, self.timeout)
                 if dimse.has_dataset(response):
@@ -251,12 +257,13 @@ class SameAssociationSender:
         self.timeout = timeout
         self.cancelled = False
 
-    def send(self, instance: Instance, stored: StoredInstance, priority: int) -> int:
+    def send(self, instance: Instance, stored: StoredInstance, priority: int, meanwhile: Callable[[], None]) -> int:
         context, transfer = _prepare(self.association, instance, stored, True, self.label,
                                      "No presentation context with requestor SCP role for")
         request = _store_request(self.association, instance, transfer, priority)
         LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         _send_store_request(self.association, context.context_id, request, transfer.dataset)
+        meanwhile()
         while True:
             context_id, response = self.association.receive_command(self.timeout, self.timeout)
             if dimse.has_dataset(response):
@@ -273,8 +280,25 @@ class SameAssociationSender:
         """Nothing to end: the association is the requestor's."""
 
 
+def _unopened(instance: Instance, error: OSError) -> str:
+    return f"cannot open file {instance.location}: {error.strerror}"
+
+
+def _unreadable(instance: Instance, error: ValueError) -> str:
+    return f"cannot read file {instance.location}: {error}"
+
+
+@dataclass
+class _Opened:
+    """An instance's stored file, held open (``files``: what closes it) or why it could not be."""
+
+    files: ExitStack
+    stored: StoredInstance | None = None
+    failure: SubOperationFailed | None = None
+
+
 class Retrieval:
-    """The sub-operations of one C-MOVE or C-GET: their count and the next step."""
+    """The sub-operations of one C-MOVE or C-GET: their count and the next step; :meth:`close` when done."""
 
     def __init__(self, instances: list[Instance], handler: RetrieveHandler, sender: Sender,
                  priority: int = 0) -> None:
@@ -283,22 +307,42 @@ class Retrieval:
         self.sender = sender
         self.priority = priority
         self.outcomes = Outcomes(total=len(instances))
+        self._next: _Opened | None = None    # the next instance's file, opened while the peer stored one
 
     @property
     def sub_operation_count(self) -> int:
         return len(self.instances)
 
+    def _open(self, instance: Instance) -> _Opened:
+        files = ExitStack()
+        try:
+            return _Opened(files, stored=files.enter_context(self.handler.open(instance)))
+        except OSError as error:   # the quota system may have deleted it since the match
+            return _Opened(files, failure=SubOperationFailed(_unopened(instance, error)))
+        except ValueError as error:
+            return _Opened(files, failure=SubOperationFailed(_unreadable(instance, error)))
+
+    def _open_next(self) -> None:
+        """Open the next sub-operation's file, if there is one (called while the peer stores this one)."""
+        following = self.sub_operation_count - self.outcomes.remaining + 1
+        if self._next is None and following < self.sub_operation_count:
+            self._next = self._open(self.instances[following])
+
     def do_next(self) -> None:
         """Perform the next sub-operation and count its outcome."""
         instance = self.instances[self.sub_operation_count - self.outcomes.remaining]
+        opened, self._next = self._next or self._open(instance), None
         try:
             try:
-                with self.handler.open(instance) as stored:
-                    status: int | None = self.sender.send(instance, stored, self.priority)
-            except OSError as error:   # the quota system may have deleted it since the match
-                raise SubOperationFailed(f"cannot open file {instance.location}: {error.strerror}") from error
+                with opened.files:
+                    if opened.failure is not None:
+                        raise opened.failure
+                    assert opened.stored is not None
+                    status: int | None = self.sender.send(instance, opened.stored, self.priority, self._open_next)
+            except OSError as error:
+                raise SubOperationFailed(_unopened(instance, error)) from error
             except ValueError as error:
-                raise SubOperationFailed(f"cannot read file {instance.location}: {error}") from error
+                raise SubOperationFailed(_unreadable(instance, error)) from error
         except SubOperationFailed as error:
             LOG.error("%s SCP: storeSCU: [file: %s] %s", self.sender.label, instance.location, error)
             status = None
@@ -306,6 +350,12 @@ class Retrieval:
             LOG.info("%s SCP: Received Store SCU RSP [Status=%s]", self.sender.label,
                      dimse.status_name(dimse.C_STORE_RQ, status))
         self.outcomes.count(status, instance.sop_instance_uid)
+
+    def close(self) -> None:
+        """Close the file opened ahead, if the sub-operations ended before its turn (a cancel, an abort)."""
+        if self._next is not None:
+            self._next.files.close()
+            self._next = None
 
 
 def _failed_list(failed_uids: list[str]) -> Identifier:
@@ -358,6 +408,7 @@ def _run(session: Session, context_id: int, request: dimse.Command, retrieval: R
         else:
             status = CANCEL if association.cancel_requested(message_id) else retrieval.outcomes.final_status()
     finally:
+        retrieval.close()
         sender.close()
     _final(session, context_id, request, status, retrieval.outcomes, number + 1, sender.label)
 
