@@ -199,7 +199,7 @@ def read_stored_file(path: str, file: BinaryIO | None = None) -> StoredFile:
     """
     opened = file if file is not None else open(path, "rb")
     try:
-        source = FileSource(opened)
+        source = FileSource(opened, window=_META_READ)   # the meta information, not the whole file
         dataset_offset, meta = read_meta(source)
         transfer_syntax = _uid(meta.get(TRANSFER_SYNTAX_UID))
         if not transfer_syntax:

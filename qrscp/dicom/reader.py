@@ -80,13 +80,14 @@ class BytesSource:
 
 
 class FileSource:
-    """Encoded data in a file, from ``offset`` on, read through a moving window: what the reader steps
-    over is never read."""
+    """Encoded data in a file, from ``offset`` on, read through a moving window (of ``window`` bytes, or
+    what one read asks for if more): what the reader steps over is never read."""
 
-    def __init__(self, file: BinaryIO | int, offset: int = 0, size: int | None = None) -> None:
+    def __init__(self, file: BinaryIO | int, offset: int = 0, size: int | None = None, window: int = _WINDOW) -> None:
         self.fd = file if isinstance(file, int) else file.fileno()
         self.offset = offset
         self.size = (os.fstat(self.fd).st_size - offset) if size is None else size
+        self.window = window
         self._base = 0
         self._data = b""
 
@@ -95,7 +96,7 @@ class FileSource:
             raise DataSetError(f"data set truncated at offset {pos}")
         start = pos - self._base
         if start < 0 or start + n > len(self._data):
-            self._data = os.pread(self.fd, max(n, _WINDOW), self.offset + pos)
+            self._data = os.pread(self.fd, max(n, self.window), self.offset + pos)
             self._base, start = pos, 0
             if len(self._data) < n:
                 raise DataSetError(f"data set truncated at offset {pos}")

@@ -112,6 +112,8 @@ class Sender(Protocol):
     label: str
     #: set when a C-CANCEL-RQ arrived while a sub-operation was under way (C-GET)
     cancelled: bool
+    #: whether the C-STORE-RQs go to another association than the requestor's (C-MOVE)
+    separate_association: bool
 
     def send(self, instance: Instance, stored: StoredInstance, priority: int, meanwhile: Callable[[], None]) -> int:
         """Send the C-STORE-RQ, call ``meanwhile`` (once the request is out), then wait for the response."""
@@ -122,7 +124,9 @@ class Sender(Protocol):
 
 def _send_store_request(association: Association, context_id: int, request: dimse.Command,
                         payload: DataSetPayload) -> None:
-    """Send a sub-operation's C-STORE-RQ, and DCMTK's ``XMIT: ...`` line at ``-v`` (a dot per PDV)."""
+    """Log and send a sub-operation's C-STORE-RQ, and DCMTK's ``XMIT: ...`` line at ``-v`` (a dot per PDV)."""
+    if LOG.isEnabledFor(logging.INFO):
+        LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(request["AffectedSOPClassUID"]))
     association.send_message(context_id, request, payload)
     if log.progress_shown():
         log.print_progress("XMIT: " + "." * association.fragment_count(payload_size(payload)) + "\n")
@@ -204,6 +208,7 @@ class SubAssociationSender:
     """C-MOVE: C-STORE requests on a sub-association to the move destination."""
 
     label = "Move"
+    separate_association = True
 
     def __init__(self, association: Association, originator_ae_title: str, originator_message_id: int,
                  timeout: float | None) -> None:
@@ -220,7 +225,6 @@ class SubAssociationSender:
         context, transfer = _prepare(self.association, instance, stored, None, self.label,
                                      "No presentation context for")
         request = _store_request(self.association, instance, transfer, priority, **self.originator)
-        LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         try:
             _send_store_request(self.association, context.context_id, request, transfer.dataset)
             meanwhile()
@@ -250,6 +254,7 @@ class SameAssociationSender:
     """C-GET: C-STORE requests on the requesting association, on contexts where the requestor is SCP."""
 
     label = "Get"
+    separate_association = False
 
     def __init__(self, association: Association, get_message_id: int, timeout: float | None) -> None:
         self.association = association
@@ -261,7 +266,6 @@ class SameAssociationSender:
         context, transfer = _prepare(self.association, instance, stored, True, self.label,
                                      "No presentation context with requestor SCP role for")
         request = _store_request(self.association, instance, transfer, priority)
-        LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(instance.sop_class_uid))
         _send_store_request(self.association, context.context_id, request, transfer.dataset)
         meanwhile()
         while True:
@@ -328,8 +332,9 @@ class Retrieval:
         if self._next is None and following < self.sub_operation_count:
             self._next = self._open(self.instances[following])
 
-    def do_next(self) -> None:
-        """Perform the next sub-operation and count its outcome."""
+    def do_next(self, meanwhile: Callable[[], None] = lambda: None) -> None:
+        """Perform the next sub-operation and count its outcome; ``meanwhile`` is called (before the next
+        file is opened) while the peer stores the instance."""
         instance = self.instances[self.sub_operation_count - self.outcomes.remaining]
         opened, self._next = self._next or self._open(instance), None
         try:
@@ -338,7 +343,8 @@ class Retrieval:
                     if opened.failure is not None:
                         raise opened.failure
                     assert opened.stored is not None
-                    status: int | None = self.sender.send(instance, opened.stored, self.priority, self._open_next)
+                    status: int | None = self.sender.send(instance, opened.stored, self.priority,
+                                                          lambda: (meanwhile(), self._open_next()))
             except OSError as error:
                 raise SubOperationFailed(_unopened(instance, error)) from error
             except ValueError as error:
@@ -346,7 +352,7 @@ class Retrieval:
         except SubOperationFailed as error:
             LOG.error("%s SCP: storeSCU: [file: %s] %s", self.sender.label, instance.location, error)
             status = None
-        if status is not None:
+        if status is not None and LOG.isEnabledFor(logging.INFO):
             LOG.info("%s SCP: Received Store SCU RSP [Status=%s]", self.sender.label,
                      dimse.status_name(dimse.C_STORE_RQ, status))
         self.outcomes.count(status, instance.sop_instance_uid)
@@ -388,25 +394,42 @@ def _final(session: Session, context_id: int, request: dimse.Command, status: in
 
 
 def _run(session: Session, context_id: int, request: dimse.Command, retrieval: Retrieval) -> None:
-    """Pending responses after each sub-operation, then the final response (or 0xFE00 on cancel)."""
+    """Pending responses after each sub-operation, then the final response (or 0xFE00 on cancel).
+
+    On a sub-association (C-MOVE) a sub-operation's pending response goes out once the next C-STORE-RQ
+    is sent (or before the final response), so that the requestor reads it while the destination stores;
+    a C-CANCEL-RQ is looked for before each sub-operation all the same, and the log keeps DCMTK's order
+    (at -d, which dumps each response as it is sent, pending responses go out at once)."""
     association = session.association
     sender = retrieval.sender
     message_id = request.get("MessageID", 0)
     number = 0
+    pending: dimse.Command | None = None     # a pending response not sent yet
+
+    def send_pending() -> None:
+        nonlocal pending
+        if pending is not None:
+            session.send(context_id, pending)
+            pending = None
+
     try:
         while retrieval.outcomes.remaining:
             if association.cancel_requested(message_id) or sender.cancelled:
                 status = CANCEL
                 break
-            retrieval.do_next()
+            retrieval.do_next(send_pending)
+            send_pending()
             if sender.cancelled:
                 status = CANCEL
                 break
             number += 1
             LOG.info("%s SCP Response %d [status: Pending]", sender.label, number)
-            session.send(context_id, dimse.response(request, PENDING, **retrieval.outcomes.fields(True)))
+            pending = dimse.response(request, PENDING, **retrieval.outcomes.fields(True))
+            if not sender.separate_association or LOG.isEnabledFor(logging.DEBUG):
+                send_pending()     # at -d its dump, logged as it is sent, keeps DCMTK's place
         else:
             status = CANCEL if association.cancel_requested(message_id) else retrieval.outcomes.final_status()
+        send_pending()
     finally:
         retrieval.close()
         sender.close()

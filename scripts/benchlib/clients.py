@@ -121,9 +121,7 @@ def movescu(endpoint: Endpoint, study_instance_uid: str, timeout: float) -> floa
 def move(endpoint: Endpoint, study_instance_uid: str, timeout: float) -> float:
     """C-MOVE of a whole study to the receiver with the raw-socket client (over TLS if the endpoint has
     it); the seconds from the request to its final response."""
-    identifier = pydicom.Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study_instance_uid
+    identifier = dicomclient.identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study_instance_uid)
     association = dicomclient.associate(endpoint.port, endpoint.called_ae, CLIENT_AE,
                                         [dicomclient.STUDY_ROOT_FIND, dicomclient.STUDY_ROOT_MOVE],
                                         tls=_context(endpoint), timeout=timeout)
@@ -131,7 +129,7 @@ def move(endpoint: Endpoint, study_instance_uid: str, timeout: float) -> float:
         if dicomclient.STUDY_ROOT_MOVE not in association.contexts:
             raise ClientError("the C-MOVE model was not accepted")
         start = time.perf_counter()
-        status, completed, failed = association.move(dicomclient.encode_identifier(identifier), RECEIVER_AE)
+        status, completed, failed = association.move(identifier, RECEIVER_AE)
         seconds = time.perf_counter() - start
     finally:
         association.release()

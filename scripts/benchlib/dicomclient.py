@@ -103,6 +103,14 @@ def encode_identifier(identifier: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def identifier(**elements: str) -> bytes:
+    """An identifier of ``elements`` (keyword: value), encoded by :func:`encode_identifier`."""
+    dataset = Dataset()
+    for keyword, value in elements.items():
+        setattr(dataset, keyword, value)
+    return encode_identifier(dataset)
+
+
 def _us_value(command: bytes, element: int) -> int | None:
     """The US value of element (0000,``element``) of a command set, or None when absent."""
     position = 0

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pydicom.dataset import Dataset
 
 from benchlib import dicomclient
 from benchlib.clients import (
@@ -510,39 +509,22 @@ class Bench:
         names = [self.corpus.study_values(s[0].study)["patient_name"] for s in studies]
         prefix = names[middle][:-1]
 
-        patient = Dataset()
-        patient.QueryRetrieveLevel = "PATIENT"
-        patient.PatientID = instance.patient_id
-        patient.PatientName = ""
-        by_date = Dataset()
-        by_date.QueryRetrieveLevel = "STUDY"
-        by_date.StudyDate = f"{instance.study_date}-{studies[last][0].study_date}"
-        by_date.StudyInstanceUID = ""
-        by_date.PatientID = ""
-        by_name = Dataset()
-        by_name.QueryRetrieveLevel = "STUDY"
-        by_name.PatientName = prefix + "*"
-        by_name.StudyInstanceUID = ""
-        by_name.PatientID = ""
-        by_name.StudyDate = ""
-        series = Dataset()
-        series.QueryRetrieveLevel = "SERIES"
-        series.StudyInstanceUID = instance.study_instance_uid
-        series.SeriesInstanceUID = ""
-        series.Modality = ""
-        series.SeriesNumber = ""
-        image = Dataset()
-        image.QueryRetrieveLevel = "IMAGE"
-        image.StudyInstanceUID = instance.study_instance_uid
-        image.SeriesInstanceUID = instance.series_instance_uid
-        image.SOPInstanceUID = instance.sop_instance_uid
-        encode = dicomclient.encode_identifier
-        return [Query(QUERY_KINDS[0], dicomclient.PATIENT_ROOT_FIND, encode(patient), 1),
-                Query(QUERY_KINDS[1], dicomclient.STUDY_ROOT_FIND, encode(by_date), last - middle + 1),
-                Query(QUERY_KINDS[2], dicomclient.STUDY_ROOT_FIND, encode(by_name),
+        identifier = dicomclient.identifier
+        patient = identifier(QueryRetrieveLevel="PATIENT", PatientID=instance.patient_id, PatientName="")
+        by_date = identifier(QueryRetrieveLevel="STUDY", StudyDate=f"{instance.study_date}-{studies[last][0].study_date}",
+                             StudyInstanceUID="", PatientID="")
+        by_name = identifier(QueryRetrieveLevel="STUDY", PatientName=prefix + "*", StudyInstanceUID="", PatientID="",
+                             StudyDate="")
+        series = identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID=instance.study_instance_uid,
+                            SeriesInstanceUID="", Modality="", SeriesNumber="")
+        image = identifier(QueryRetrieveLevel="IMAGE", StudyInstanceUID=instance.study_instance_uid,
+                           SeriesInstanceUID=instance.series_instance_uid, SOPInstanceUID=instance.sop_instance_uid)
+        return [Query(QUERY_KINDS[0], dicomclient.PATIENT_ROOT_FIND, patient, 1),
+                Query(QUERY_KINDS[1], dicomclient.STUDY_ROOT_FIND, by_date, last - middle + 1),
+                Query(QUERY_KINDS[2], dicomclient.STUDY_ROOT_FIND, by_name,
                       sum(name.startswith(prefix) for name in names)),
-                Query(QUERY_KINDS[3], dicomclient.STUDY_ROOT_FIND, encode(series), 1),
-                Query(QUERY_KINDS[4], dicomclient.STUDY_ROOT_FIND, encode(image), 1)]
+                Query(QUERY_KINDS[3], dicomclient.STUDY_ROOT_FIND, series, 1),
+                Query(QUERY_KINDS[4], dicomclient.STUDY_ROOT_FIND, image, 1)]
 
     def measure_find(self, server: Server, rep: int) -> None:
         self._check_prefilled(server)
