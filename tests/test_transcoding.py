@@ -157,6 +157,22 @@ def test_get_by_a_receiver_of_uncompressed_data(tmp_path: Path, study: dict[str,
         assert_same_pixels(path, copy)
 
 
+@pytest.mark.parametrize("name", ["JPEG2000.dcm", "MR_small_jp2klossless.dcm", "J2K_pixelrep_mismatch.dcm",
+                                  "SC_rgb_gdcm_KY.dcm", "GDCMJ2K_TextGBR.dcm", "693_J2KI.dcm"])
+def test_jpeg_2000_decoded_on_every_core_as_pydicom_decodes_it(name: str) -> None:
+    """qrscp decodes JPEG 2000 through imagecodecs' OpenJPEG on every core; the pixels, their type and
+    photometric interpretation are pylibjpeg-openjpeg's (pydicom's plugin): lossless and lossy, signed,
+    a pixel representation that contradicts the codestream, RGB and YBR_RCT."""
+    dataset = dcmread(get_testdata_file(name))
+    decoder = transcoding._decoder(str(dataset.file_meta.TransferSyntaxUID))
+    ours, our_properties = decoder.as_array(dataset, decoding_plugin=transcoding.DECODERS[
+        str(dataset.file_meta.TransferSyntaxUID)].plugin)
+    theirs, their_properties = decoder.as_array(dataset, decoding_plugin="pylibjpeg")
+    assert transcoding.DECODERS[str(dataset.file_meta.TransferSyntaxUID)].plugin == "imagecodecs"
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    assert our_properties["photometric_interpretation"] == their_properties["photometric_interpretation"]
+
+
 def test_sub_association_proposes_the_stored_syntax_and_its_conversions(tmp_path: Path,
                                                                        study: dict[str, Path]) -> None:
     """Per SOP class, the ``-x`` context, then one with the compressed stored syntax followed by the ``-x``

@@ -2,8 +2,8 @@
 decoding and encoding of pixel data (README "Transcoding", docs/association.md §4).
 
 The codecs are pydicom 3's pixel data plugins, brought by the ``codecs`` extra (``pip install
-'qrscp[codecs]'``): numpy, pylibjpeg with pylibjpeg-openjpeg (JPEG 2000, HTJ2K) and pylibjpeg-rle (RLE),
-pyjpegls (JPEG-LS) and imagecodecs (the JPEG 10918 processes, through
+'qrscp[codecs]'``): numpy, pylibjpeg with pylibjpeg-openjpeg (JPEG 2000 encoding) and pylibjpeg-rle
+(RLE), pyjpegls (JPEG-LS) and imagecodecs (decoding the JPEG 10918 processes, JPEG 2000 and HTJ2K, through
 :mod:`qrscp.dicom.imagecodecs_plugin`); all MIT or BSD. Nothing of it is imported until a conversion
 needs it: ``dcmqrscp`` keeps numpy out of its processes (``qrscp.cli.dcmqrscp``), and the first
 conversion lets it in and reloads pydicom's ``pixels`` package, whose plugins look for numpy when they
@@ -46,9 +46,9 @@ HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
 HTJ2K = "1.2.840.10008.1.2.4.203"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
-JPEG_FAMILY = frozenset((JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1))
+JPEG_FAMILY = imagecodecs_plugin.JPEG_FAMILY
 JPEG_LS_FAMILY = frozenset((JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS))
-JPEG_2000_FAMILY = frozenset((JPEG_2000_LOSSLESS, JPEG_2000, HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL, HTJ2K))
+JPEG_2000_FAMILY = imagecodecs_plugin.JPEG_2000_FAMILY
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Codec:
 DECODERS: dict[str, Codec] = {
     **{uid: Codec("imagecodecs", "imagecodecs") for uid in JPEG_FAMILY},
     **{uid: Codec("pyjpegls", "pyjpegls") for uid in JPEG_LS_FAMILY},
-    **{uid: Codec("pylibjpeg", "pylibjpeg-openjpeg") for uid in JPEG_2000_FAMILY},
+    **{uid: Codec("imagecodecs", "imagecodecs") for uid in JPEG_2000_FAMILY},   # on every core (see there)
     RLE_LOSSLESS: Codec("pylibjpeg", "pylibjpeg-rle"),
 }
 #: Lossy JPEG 2000 at 10:1, near-lossless JPEG-LS with a maximum error of 2 (DCMTK's dcmcjpls default).
@@ -142,7 +142,7 @@ def _pixels() -> Any:
         for name in [name for name in sys.modules if name == "pydicom.pixels" or name.startswith("pydicom.pixels.")]:
             del sys.modules[name]
     pixels = importlib.import_module("pydicom.pixels")
-    for uid in JPEG_FAMILY:
+    for uid in JPEG_FAMILY | JPEG_2000_FAMILY:
         try:
             pixels.get_decoder(uid).add_plugin("imagecodecs", (imagecodecs_plugin.__name__, "decode_frame"))
         except ValueError:      # registered already (this package's pydicom.pixels was imported before)
