@@ -674,6 +674,21 @@ def test_sub_association_identity_and_move_originator(tmp_path: Path, area: Path
             for record in recorder.records] == [(1, 7, 1), (2, 7, 1), (3, 7, 1), (1, 8, 2), (2, 8, 2), (3, 8, 2)]
 
 
+def test_move_pending_responses_count_each_sub_operation(tmp_path: Path, area: Path) -> None:
+    """A pending response after each sub-operation, with its counters as they were then, before the final
+    one; it may be sent once the next sub-operation's C-STORE-RQ is out (docs/association.md §4), never
+    later, so the destination has received k or k + 1 instances when the k-th arrives."""
+    recorder = StorageSCP(delay=0.05)
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with recorder.running(), serve(tmp_path / "server", area, host_table=f"DEST = (DEST, 127.0.0.1, {recorder.port})") \
+            as server, associate(server.port, move_model) as association:
+        seen = [(status.Status, status.get("NumberOfRemainingSuboperations"),
+                 status.get("NumberOfCompletedSuboperations"), len(recorder.records))
+                for status, _ in association.send_c_move(study_identifier(STUDY_A), "DEST", move_model)]
+    assert [entry[:3] for entry in seen] == [(0xFF00, 10 - k, k) for k in range(1, 11)] + [(0x0000, None, 10)]
+    assert all(k <= received <= k + 1 for k, (_, _, _, received) in enumerate(seen[:-1], start=1)), seen
+
+
 @pytest.mark.parametrize("destination", ["QRSCP2", AE_TITLE])
 def test_move_to_an_ae_of_the_same_server_and_area(tmp_path: Path, instances: Instances, destination: str) -> None:
     """Another AE on the same storage area, or the requested AE itself, as destination: completes, no deadlock

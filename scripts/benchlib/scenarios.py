@@ -373,6 +373,7 @@ class Bench:
         Success."""
         files = [instance.path for instance in instances]
         batch = -(-len(files) // parallel)
+        os.sync()   # no store is measured during the kernel's writeback of what earlier rows wrote
         outcome = storescu(server.endpoint(title), [files[i:i + batch] for i in range(0, len(files), batch)],
                            self.settings.timeout)
         if megabytes:
