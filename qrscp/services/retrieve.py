@@ -126,7 +126,8 @@ def _send_store_request(association: Association, context_id: int, request: dims
                         payload: DataSetPayload) -> None:
     """Log and send a sub-operation's C-STORE-RQ, and DCMTK's ``XMIT: ...`` line at ``-v`` (a dot per PDV)."""
     if LOG.isEnabledFor(logging.INFO):
-        LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"], uids.file_prefix(request["AffectedSOPClassUID"]))
+        LOG.info("Store SCU RQ: MsgID %d, (%s)", request["MessageID"],
+                 uids.file_prefix(request["AffectedSOPClassUID"]))
     association.send_message(context_id, request, payload)
     if log.progress_shown():
         log.print_progress("XMIT: " + "." * association.fragment_count(payload_size(payload)) + "\n")
@@ -337,6 +338,11 @@ class Retrieval:
         file is opened) while the peer stores the instance."""
         instance = self.instances[self.sub_operation_count - self.outcomes.remaining]
         opened, self._next = self._next or self._open(instance), None
+
+        def while_the_peer_stores() -> None:
+            meanwhile()
+            self._open_next()
+
         try:
             try:
                 with opened.files:
@@ -344,7 +350,7 @@ class Retrieval:
                         raise opened.failure
                     assert opened.stored is not None
                     status: int | None = self.sender.send(instance, opened.stored, self.priority,
-                                                          lambda: (meanwhile(), self._open_next()))
+                                                          while_the_peer_stores)
             except OSError as error:
                 raise SubOperationFailed(_unopened(instance, error)) from error
             except ValueError as error:
