@@ -30,7 +30,7 @@ from typing import NoReturn
 from qrscp import log
 from qrscp.archive import index, locking
 from qrscp.archive.index_values import IndexValues
-from qrscp.archive.journal import WriteJournal
+from qrscp.archive.journal import WriteJournal, file_state
 from qrscp.archive.records import SPECIFIC_CHARACTER_SET, RecordTable
 from qrscp.dicom import uids
 from qrscp.dicom.elements import raw_bytes
@@ -266,12 +266,12 @@ class StorageArea:
         writes = self.journal.writes_since(cache.journal_seq, file_id)
         if not writes:
             return False
-        state = cache.key[1:]
+        state = file_state(*cache.key[1:], cache.descriptor_block)
         for write in writes:
             if write.before != state:
                 return False
             state = write.after
-        if state != key[1:]:
+        if state != file_state(*key[1:], block):
             return False
         if cache.table is not None:
             cache.table.resize(index.slot_count(key[1]))
@@ -319,6 +319,7 @@ class StorageArea:
         """After our own writes (the record table already updated, the changed study descriptors not yet
         written): write those descriptors; the cache describes the file again, and the journal tells the
         other workers which slots changed."""
+        before = file_state(*cache.key[1:], cache.descriptor_block)
         studies = self._studies(cache)
         if studies.changed:
             block = bytearray(cache.descriptor_block.ljust(index.DESCRIPTORS_SIZE, b"\0"))
@@ -333,8 +334,8 @@ class StorageArea:
         status = os.fstat(self._fd)
         key = (status.st_ino, status.st_size, status.st_mtime_ns)
         if self.journal is not None:
-            cache.journal_seq = self.journal.record((status.st_dev, status.st_ino), cache.key[1:], key[1:],
-                                                self._written)
+            cache.journal_seq = self.journal.record((status.st_dev, status.st_ino), before,
+                                                    file_state(*key[1:], cache.descriptor_block), self._written)
         self._written = set()
         cache.key = key
 
