@@ -11,6 +11,7 @@ import fcntl
 import re
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -687,6 +688,83 @@ def test_move_pending_responses_count_each_sub_operation(tmp_path: Path, area: P
                 for status, _ in association.send_c_move(study_identifier(STUDY_A), "DEST", move_model)]
     assert [entry[:3] for entry in seen] == [(0xFF00, 10 - k, k) for k in range(1, 11)] + [(0x0000, None, 10)]
     assert all(k <= received <= k + 1 for k, (_, _, _, received) in enumerate(seen[:-1], start=1)), seen
+
+
+@contextmanager
+def throttled(port: int, bytes_per_second: int = 1 << 20) -> Iterator[int]:
+    """A TCP relay on a free port to ``port`` on 127.0.0.1 that passes what it is sent at about
+    ``bytes_per_second`` (replies at full speed), for connections made until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    chunk = 1 << 15
+
+    def pump(source: socket.socket, target: socket.socket, slow: bool) -> None:
+        try:
+            while data := source.recv(chunk):
+                target.sendall(data)
+                if slow:
+                    time.sleep(len(data) / bytes_per_second)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def relay() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", port))
+            threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+
+    threading.Thread(target=relay, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_requestor_gone_during_a_sub_operation_is_not_the_destinations_fault(tmp_path: Path) -> None:
+    """The requestor resets its connection while a C-STORE-RQ is on its way to the destination, so that the
+    pending response due meanwhile cannot be sent (docs/association.md §4): the sub-operation completes,
+    the sub-association is released (not aborted, no file blamed), and the server serves on."""
+    study = uid(77)
+    small = write_instance(make_instance(CTImageStorage, StudyInstanceUID=study, SeriesInstanceUID=uid(77, 0),
+                                         SOPInstanceUID=uid(77, 1)), tmp_path / "small.dcm")
+    large = make_instance(CTImageStorage, StudyInstanceUID=study, SeriesInstanceUID=uid(77, 0),
+                          SOPInstanceUID=uid(77, 2))
+    large.Rows, large.Columns, large.PixelData = 2048, 2048, bytes(2048 * 2048 * 2)   # more than the buffers hold
+    large = write_instance(large, tmp_path / "large.dcm")
+    recorder = StorageSCP()
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    with recorder.running(), throttled(recorder.port, 4 << 20) as port, \
+            serve(tmp_path / "server", tmp_path / "area", "-v", host_table=f"DEST = (DEST, 127.0.0.1, {port})") \
+            as server:
+        store(server.port, [small, large])
+        with associate(server.port, move_model) as association:
+            def reset_once_the_first_is_stored() -> None:
+                while not recorder.records:
+                    time.sleep(0.01)
+                time.sleep(0.3)   # the 8 MB C-STORE-RQ is on its way, for about 2 s
+                connection = association.dul.socket.socket
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                connection.close()
+            threading.Thread(target=reset_once_the_first_is_stored, daemon=True).start()
+            try:
+                for _ in association.send_c_move(study_identifier(study), "DEST", move_model):
+                    pass
+            except Exception:   # noqa: BLE001 - pynetdicom's side of the reset is not what is tested
+                pass
+        log = server.wait_for_log("Releasing Sub-Association", timeout=20)
+        echo = echoscu(server.port, called=AE_TITLE, timeout=10)
+    assert "sub-association failed" not in log and "storeSCU" not in log, log
+    assert len(recorder.records) == 2
+    assert echo.returncode == 0
 
 
 @pytest.mark.parametrize("destination", ["QRSCP2", AE_TITLE])

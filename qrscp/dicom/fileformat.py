@@ -143,7 +143,9 @@ def read_meta(source: Source) -> tuple[int, dict[int, bytes]]:
         if length == 0xFFFFFFFF:
             raise DataSetError("undefined length in the file meta information")
         if pos + length > len(data):
-            data = source.read(0, pos + length)    # raises DataSetError past the end of the file
+            if pos + length > source.size:
+                raise DataSetError(f"data set truncated at offset {pos}")
+            data = source.read(0, pos + length)
         meta[0x00020000 | element] = data[pos:pos + length]
         pos += length
 

@@ -335,12 +335,19 @@ class Retrieval:
 
     def do_next(self, meanwhile: Callable[[], None] = lambda: None) -> None:
         """Perform the next sub-operation and count its outcome; ``meanwhile`` is called (before the next
-        file is opened) while the peer stores the instance."""
+        file is opened) while the peer stores the instance, and what it raises is raised once the
+        sub-operation is done and counted: it is not the sub-operation's failure (the requestor's
+        association failing under a pending response, say)."""
         instance = self.instances[self.sub_operation_count - self.outcomes.remaining]
         opened, self._next = self._next or self._open(instance), None
+        meanwhile_failed: Exception | None = None
 
         def while_the_peer_stores() -> None:
-            meanwhile()
+            nonlocal meanwhile_failed
+            try:
+                meanwhile()
+            except Exception as error:
+                meanwhile_failed = error
             self._open_next()
 
         try:
@@ -362,6 +369,8 @@ class Retrieval:
             LOG.info("%s SCP: Received Store SCU RSP [Status=%s]", self.sender.label,
                      dimse.status_name(dimse.C_STORE_RQ, status))
         self.outcomes.count(status, instance.sop_instance_uid)
+        if meanwhile_failed is not None:
+            raise meanwhile_failed
 
     def close(self) -> None:
         """Close the file opened ahead, if the sub-operations ended before its turn (a cancel, an abort)."""
@@ -415,8 +424,8 @@ def _run(session: Session, context_id: int, request: dimse.Command, retrieval: R
     def send_pending() -> None:
         nonlocal pending
         if pending is not None:
-            session.send(context_id, pending)
-            pending = None
+            response, pending = pending, None
+            session.send(context_id, response)
 
     try:
         while retrieval.outcomes.remaining:
