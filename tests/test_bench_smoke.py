@@ -5,6 +5,7 @@ No timing is asserted anywhere: the benchmark's numbers depend on the machine.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_smoke_run_prints_every_row(tmp_path: Path) -> None:
     assert written[1].read_text() in result.stdout + "\n"
     tls_rows = [row for row in report["rows"] if row["key"].startswith("tls:")]
     assert len(tls_rows) == 4
+    assert shutil.which("openssl"), "scripts/test installs openssl: the TLS rows need it"
     for row in tls_rows:   # qrscp measured over TLS; DCMTK 3.6.7's dcmqrscp has none: no figure, a note why
         assert row["values"].get("qrscp") and not row["errors"].get("qrscp"), row
         if HAVE_DCMTK:

@@ -31,7 +31,7 @@ from benchlib.corpus import FIND_CT, LARGE_MULTIFRAME, SMALL_CT, Corpus, Instanc
 from benchlib.prefill import build_index, build_orthanc_databases, study_count
 from benchlib.report import Row, Target
 from benchlib import transcode
-from benchlib.tls import Credentials, make_credentials
+from benchlib.tls import Credentials, have_openssl, make_credentials
 from benchlib.servers import (
     CLIENT_AE,
     Area,
@@ -256,6 +256,9 @@ class Bench:
             self.receiver.start()
         except Exception as error:  # noqa: BLE001 - only the C-MOVE row needs it
             self.receiver_problem = f"the C-MOVE receiver (storescp) did not start: {error}"
+        if not have_openssl():
+            self.tls_problem = "no TLS set-up: the openssl command is not installed"
+            return
         try:
             self.tls = make_credentials(self.work / "tls")
             self.tls_receiver.tls = self.tls
