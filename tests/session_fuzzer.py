@@ -346,11 +346,16 @@ class Mutator:
         return f"a-associate-rq {what}"
 
     # PDVs
-    def pdv_header(self, session: Session) -> str:
+    def _fragment(self, session: Session) -> tuple[int, int, int] | None:
+        """A PDV of one of the session's DIMSE messages: (PDU index, offset, length); None without any."""
         messages = _messages(session)
-        if not messages:
+        return self.rng.choice(self.rng.choice(messages).fragments) if messages else None
+
+    def pdv_header(self, session: Session) -> str:
+        fragment = self._fragment(session)
+        if fragment is None:
             return self.bytes(session)
-        index, offset, length = self.rng.choice(self.rng.choice(messages).fragments)
+        index, offset, length = fragment
         body = bytearray(session.pdus[index].body)
         choice = self.rng.randrange(3)
         if choice == 0:
@@ -367,10 +372,10 @@ class Mutator:
 
     def pdv_fragments(self, session: Session) -> str:
         """Split a message's PDVs into many small ones (each in its own PDU), as a slow peer would."""
-        messages = _messages(session)
-        if not messages:
+        fragment = self._fragment(session)
+        if fragment is None:
             return self.bytes(session)
-        index, offset, length = self.rng.choice(self.rng.choice(messages).fragments)
+        index, offset, length = fragment
         body = session.pdus[index].body
         context, control = body[offset + 4], body[offset + 5]
         data = body[offset + 6:offset + 4 + length]

@@ -150,21 +150,23 @@ def _pixels() -> Any:
     return pixels
 
 
-def _decoder(transfer_syntax: str) -> Any:
-    """pydicom's decoder of ``transfer_syntax`` if the extra's plugin for it is available here."""
-    codec = DECODERS.get(transfer_syntax)
-    if codec is None or not _installed(codec.package) or _pixels() is None:
+def _coder(codecs: dict[str, Codec], transfer_syntax: str, kind: str) -> Any:
+    """pydicom's ``kind`` ("decoder", "encoder") of ``transfer_syntax`` if the extra's plugin for it in
+    ``codecs`` is available here."""
+    codec = codecs.get(transfer_syntax)
+    pixels = _pixels() if codec is not None and _installed(codec.package) else None
+    if pixels is None:
         return None
-    decoder = _pixels().get_decoder(transfer_syntax)
-    return decoder if codec.plugin in decoder.available_plugins else None
+    coder = getattr(pixels, f"get_{kind}")(transfer_syntax)
+    return coder if codec.plugin in coder.available_plugins else None
+
+
+def _decoder(transfer_syntax: str) -> Any:
+    return _coder(DECODERS, transfer_syntax, "decoder")
 
 
 def _encoder(transfer_syntax: str) -> Any:
-    codec = ENCODERS.get(transfer_syntax)
-    if codec is None or not _installed(codec.package) or _pixels() is None:
-        return None
-    encoder = _pixels().get_encoder(transfer_syntax)
-    return encoder if codec.plugin in encoder.available_plugins else None
+    return _coder(ENCODERS, transfer_syntax, "encoder")
 
 
 @functools.cache
